@@ -1,0 +1,196 @@
+//! Command-line flags (each with a `KELP_*` environment twin) and the named limits.
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Limits that are not operator flags. Every queue, buffer and table has one, named with its
+/// unit last, and they live here so that they can be read together.
+pub mod limits {
+    /// Messages that may wait in one shard's inbox before senders back off.
+    pub const MESH_QUEUE_DEPTH: usize = 4096;
+    /// Requests one connection may have in flight before kelp stops reading from it.
+    pub const CONNECTION_IN_FLIGHT_MAX: usize = 64;
+    /// Initial size of a connection's read buffer; it grows to the largest frame seen.
+    pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+    /// A compressed batch may not expand beyond this while being validated.
+    pub const BATCH_DECOMPRESSED_BYTES_MAX: usize = 256 * 1024 * 1024;
+    /// A Fetch response never carries more record bytes than this, whatever the client asks.
+    pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+    /// Idempotent-producer entries one partition remembers; the least recently used go first.
+    pub const PRODUCERS_PER_PARTITION_MAX: usize = 10_000;
+    /// Batches remembered per producer and partition for duplicate detection (Kafka uses 5).
+    pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+    /// Topics the broker holds; CreateTopics past it fails with POLICY_VIOLATION.
+    pub const TOPICS_MAX: usize = 100_000;
+    /// Partitions one topic may have.
+    pub const PARTITIONS_PER_TOPIC_MAX: i32 = 100_000;
+    /// Longest `max_wait_ms` honoured for a Fetch long-poll.
+    pub const FETCH_MAX_WAIT_MS: i32 = 60_000;
+    /// How long shutdown waits for in-flight requests before exiting anyway.
+    pub const SHUTDOWN_GRACE_MS: u64 = 4_000;
+    /// How often each shard applies time-based retention to the partitions it owns.
+    pub const RETENTION_SWEEP_MS: u64 = 5_000;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// Partition logs held in memory on the owning shard (the default; nothing to set up).
+    Memory,
+    /// SeaweedMQ over gRPC (not implemented yet: kelp refuses to start with it).
+    Seaweedmq,
+}
+
+/// kelp: a Kafka wire-protocol broker, thread-per-core, in front of SeaweedMQ.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kelp", version, about, long_about = None)]
+pub struct Config {
+    /// Address to serve Kafka on.
+    #[arg(long, env = "KELP_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+
+    /// HOST:PORT clients are told to connect to (default: the listen address; 0.0.0.0 is never
+    /// advertised: the host's name is used instead).
+    #[arg(long, env = "KELP_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// CPU cores to run shards on, e.g. "0,1" or "0-3" (default: every core).
+    #[arg(long, env = "KELP_CORES", conflicts_with = "shards")]
+    pub cores: Option<String>,
+
+    /// Number of shards, placed on the first N cores (default: one per core).
+    #[arg(long, env = "KELP_SHARDS")]
+    pub shards: Option<usize>,
+
+    /// Storage backend.
+    #[arg(long, env = "KELP_BACKEND", value_enum, default_value = "memory")]
+    pub backend: Backend,
+
+    /// Partitions of a topic created without a count (auto-creation, or -1 in CreateTopics).
+    #[arg(long, env = "KELP_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub default_partitions: i32,
+
+    /// Create a topic when a client asks for metadata of (or produces to) one that is missing.
+    #[arg(long, env = "KELP_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+
+    /// Largest request frame accepted; a larger one closes the connection before any allocation.
+    #[arg(long, env = "KELP_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// Most client connections served at once (over all shards); more are closed on accept.
+    #[arg(long, env = "KELP_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Default retention.bytes per partition (embedded backend); -1 keeps everything.
+    #[arg(long, env = "KELP_RETENTION_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub retention_bytes: i64,
+
+    /// Microseconds a shard keeps busy-polling its sockets and inbox after the last activity
+    /// before it parks (0 parks at once: lowest CPU, highest latency).
+    #[arg(long, env = "KELP_SPIN_US", default_value_t = 2_000)]
+    pub spin_us: u64,
+
+    /// Glommio's preemption interval in microseconds: how often a spinning shard also polls
+    /// io_uring (accepts, timers, parked connections).
+    #[arg(long, env = "KELP_PREEMPT_US", default_value_t = 100)]
+    pub preempt_us: u64,
+
+    /// Node id of this broker in metadata.
+    #[arg(long, env = "KELP_NODE_ID", default_value_t = 0)]
+    pub node_id: i32,
+
+    /// Cluster id reported to clients.
+    #[arg(long, env = "KELP_CLUSTER_ID", default_value = "kelp-cluster")]
+    pub cluster_id: String,
+}
+
+impl Config {
+    /// The (host, port) advertised to clients.
+    pub fn advertised(&self) -> (String, i32) {
+        if let Some(a) = &self.advertise {
+            if let Some((h, p)) = a.rsplit_once(':') {
+                if let Ok(port) = p.parse::<i32>() {
+                    return (h.trim_matches(['[', ']']).to_string(), port);
+                }
+            }
+            return (a.clone(), self.listen.port() as i32);
+        }
+        let ip = self.listen.ip();
+        let host = if ip.is_unspecified() {
+            hostname().unwrap_or_else(|| "127.0.0.1".to_string())
+        } else {
+            ip.to_string()
+        };
+        (host, self.listen.port() as i32)
+    }
+
+    /// The cores to place shards on.
+    pub fn shard_cores(&self) -> Result<Vec<usize>, String> {
+        let all: Vec<usize> = core_affinity::get_core_ids()
+            .map(|v| v.into_iter().map(|c| c.id).collect())
+            .unwrap_or_else(|| (0..num_cpus()).collect());
+        if let Some(list) = &self.cores {
+            let mut out = Vec::new();
+            for part in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if let Some((a, b)) = part.split_once('-') {
+                    let a: usize = a.parse().map_err(|_| format!("bad core range {part:?}"))?;
+                    let b: usize = b.parse().map_err(|_| format!("bad core range {part:?}"))?;
+                    out.extend(a..=b);
+                } else {
+                    out.push(part.parse().map_err(|_| format!("bad core {part:?}"))?);
+                }
+            }
+            if out.is_empty() {
+                return Err("--cores names no core".into());
+            }
+            return Ok(out);
+        }
+        let n = self.shards.unwrap_or(all.len()).max(1);
+        Ok((0..n).map(|i| all[i % all.len()]).collect())
+    }
+
+    /// Checks the flags that depend on each other, once at start-up.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.default_partitions < 1 || self.default_partitions > limits::PARTITIONS_PER_TOPIC_MAX
+        {
+            return Err(format!(
+                "--default-partitions must be 1..={}",
+                limits::PARTITIONS_PER_TOPIC_MAX
+            ));
+        }
+        if self.max_request_bytes < 1024 || self.max_request_bytes > i32::MAX as usize {
+            return Err("--max-request-bytes must be between 1 KiB and 2 GiB".into());
+        }
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if self.preempt_us == 0 {
+            return Err("--preempt-us must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn spin(&self) -> Duration {
+        Duration::from_micros(self.spin_us)
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..end].to_vec())
+        .ok()
+        .filter(|s| !s.is_empty())
+}

@@ -1,0 +1,159 @@
+//! Metadata, FindCoordinator and DescribeCluster: who the broker is and what topics exist.
+
+use super::{str_bytes, topic_or_create};
+use crate::error::ErrorCode;
+use crate::shard::Shard;
+use crate::topics::{validate_topic_name, TopicMeta};
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, MetadataRequest, MetadataResponse, TopicName,
+};
+use std::rc::Rc;
+use uuid::Uuid;
+
+/// Kafka's "authorized operations were not asked for".
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+fn topic_entry(shard: &Shard, meta: &TopicMeta) -> MetadataResponseTopic {
+    let node = BrokerId(shard.config.node_id);
+    let mut t = MetadataResponseTopic::default();
+    t.name = Some(TopicName(str_bytes(&meta.name)));
+    t.topic_id = meta.id;
+    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    t.partitions = (0..meta.partitions)
+        .map(|i| {
+            let mut p = MetadataResponsePartition::default();
+            p.partition_index = i;
+            p.leader_id = node;
+            p.leader_epoch = 0;
+            p.replica_nodes = vec![node];
+            p.isr_nodes = vec![node];
+            p
+        })
+        .collect();
+    t
+}
+
+fn topic_error(name: Option<&str>, id: Uuid, code: ErrorCode) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default();
+    t.name = name.map(|n| TopicName(str_bytes(n)));
+    t.topic_id = id;
+    t.error_code = code.code();
+    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    t
+}
+
+pub async fn metadata(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let mut resp = MetadataResponse::default();
+    let (host, port) = shard.advertised.clone();
+    let mut b = MetadataResponseBroker::default();
+    b.node_id = BrokerId(shard.config.node_id);
+    b.host = str_bytes(&host);
+    b.port = port;
+    resp.brokers = vec![b];
+    resp.cluster_id = Some(str_bytes(&shard.config.cluster_id));
+    resp.controller_id = BrokerId(shard.config.node_id);
+    resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    // v0 asks for every topic with an empty list; v1+ with a null one.
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && version == 0,
+    };
+    if all {
+        let table = shard.topics();
+        let mut topics: Vec<_> = table.by_name.values().cloned().collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        resp.topics = topics.iter().map(|m| topic_entry(shard, m)).collect();
+        return resp;
+    }
+    let allow_create = version < 4 || req.allow_auto_topic_creation;
+    for t in req.topics.unwrap_or_default() {
+        let entry = match t.name.as_ref().map(|n| n.0.as_str()) {
+            Some(name) => {
+                if let Err(_why) = validate_topic_name(name) {
+                    topic_error(Some(name), Uuid::nil(), ErrorCode::InvalidTopicException)
+                } else {
+                    match topic_or_create(shard, name, allow_create).await {
+                        Ok(meta) => topic_entry(shard, &meta),
+                        Err(code) => topic_error(Some(name), Uuid::nil(), code),
+                    }
+                }
+            }
+            None => match shard.topics().get_by_id(&t.topic_id) {
+                Some(meta) => topic_entry(shard, meta),
+                None => topic_error(None, t.topic_id, ErrorCode::UnknownTopicId),
+            },
+        };
+        resp.topics.push(entry);
+    }
+    resp
+}
+
+pub fn find_coordinator(
+    shard: &Shard,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let (host, port) = shard.advertised.clone();
+    let node = BrokerId(shard.config.node_id);
+    // key_type 0 is a consumer group; 1 a transactional id, which kelp does not coordinate.
+    let code = if req.key_type == 0 {
+        ErrorCode::None
+    } else {
+        ErrorCode::CoordinatorNotAvailable
+    };
+    let mut resp = FindCoordinatorResponse::default();
+    if version >= 4 {
+        resp.coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                let mut c = Coordinator::default();
+                c.key = k.clone();
+                c.error_code = code.code();
+                if code == ErrorCode::None {
+                    c.node_id = node;
+                    c.host = str_bytes(&host);
+                    c.port = port;
+                } else {
+                    c.node_id = BrokerId(-1);
+                    c.port = -1;
+                    c.error_message = Some(str_bytes("transactions are not supported"));
+                }
+                c
+            })
+            .collect();
+    } else {
+        resp.error_code = code.code();
+        if code == ErrorCode::None {
+            resp.node_id = node;
+            resp.host = str_bytes(&host);
+            resp.port = port;
+        } else {
+            resp.node_id = BrokerId(-1);
+            resp.port = -1;
+            resp.error_message = Some(str_bytes("transactions are not supported"));
+        }
+    }
+    resp
+}
+
+pub fn describe_cluster(shard: &Shard, _req: DescribeClusterRequest) -> DescribeClusterResponse {
+    let (host, port) = shard.advertised.clone();
+    let mut b = DescribeClusterBroker::default();
+    b.broker_id = BrokerId(shard.config.node_id);
+    b.host = str_bytes(&host);
+    b.port = port;
+    let mut resp = DescribeClusterResponse::default();
+    resp.cluster_id = str_bytes(&shard.config.cluster_id);
+    resp.controller_id = BrokerId(shard.config.node_id);
+    resp.brokers = vec![b];
+    resp.endpoint_type = 1;
+    resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    resp
+}

@@ -1,0 +1,28 @@
+//! kelp: a Kafka wire-protocol broker, thread-per-core, in front of SeaweedMQ.
+//!
+//! Map of the crate:
+//! - [`config`]: flags (each with a `KELP_*` twin) and every named limit.
+//! - [`protocol`]: frames, request decoding, the versions served, record batch validation.
+//!   Never does I/O.
+//! - [`server`]: starts one pinned glommio executor per shard; graceful shutdown.
+//! - [`shard`]: what a shard owns, the cross-shard mesh, and routing of partition work to the
+//!   owning shard ([`shard::shard_for_partition`]).
+//! - [`conn`]: one connection: busy-polled non-blocking socket I/O, pipelined requests,
+//!   responses in request order.
+//! - [`handlers`]: one function per Kafka API, reached from one dispatcher.
+//! - [`partition`]: a partition on its owner: validation, idempotent producers, fetch waiters.
+//! - [`storage`]: the storage seam and the embedded memory backend.
+//! - [`topics`]: topic metadata, its single writer on shard 0, topic configs.
+//! - [`error`]: Kafka error codes and the mapping into them.
+
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod handlers;
+pub mod partition;
+pub mod protocol;
+pub mod server;
+pub mod shard;
+pub mod storage;
+pub mod topics;
+pub mod util;

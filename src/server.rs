@@ -1,0 +1,174 @@
+//! Starting and stopping kelp: one pinned glommio executor per shard, each with its own
+//! SO_REUSEPORT listener, plus a signal thread for graceful shutdown.
+
+use crate::config::{limits, Backend, Config};
+use crate::conn;
+use crate::shard::{Mesh, Shard, ShardEnds};
+use anyhow::{bail, Context};
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs kelp until SIGTERM or SIGINT.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    if let Err(e) = config.validate() {
+        bail!("{e}");
+    }
+    if config.backend == Backend::Seaweedmq {
+        bail!("--backend seaweedmq is not implemented yet; use --backend memory");
+    }
+    raise_memlock_limit();
+    let cores = config.shard_cores().map_err(anyhow::Error::msg)?;
+    let (mesh, ends) = Mesh::new(cores.len()).context("creating the shard mesh")?;
+    let config = Arc::new(config);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mut handles = Vec::new();
+    for ((id, core), ends) in cores.iter().copied().enumerate().zip(ends) {
+        let config = config.clone();
+        let mesh = mesh.clone();
+        let ready = ready_tx.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+            .name(&format!("kelp-shard-{id}"))
+            .spin_before_park(config.spin())
+            .preempt_timer(Duration::from_micros(config.preempt_us))
+            .io_memory(256 * 1024)
+            .spawn(move || shard_main(id, config, mesh, ends, ready))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "starting shard {id} on core {core}: {e} (glommio needs locked memory: raise `ulimit -l`)"
+                )
+            })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..cores.len() {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("{e}"),
+            Err(_) => bail!("a shard stopped while starting"),
+        }
+    }
+    let (host, port) = config.advertised();
+    log::info!(
+        "kelp listening on {} (advertised as {host}:{port}), {} shards on cores {:?}, backend {:?}",
+        config.listen,
+        cores.len(),
+        cores,
+        config.backend
+    );
+
+    let mesh_for_signals = mesh.clone();
+    std::thread::Builder::new()
+        .name("kelp-signals".into())
+        .spawn(move || {
+            let mut signals = signal_hook::iterator::Signals::new([
+                signal_hook::consts::SIGTERM,
+                signal_hook::consts::SIGINT,
+            ])
+            .expect("installing signal handlers");
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig}: no longer accepting; finishing in-flight requests");
+                mesh_for_signals.shutdown_all();
+                // Whatever is still running when the grace period ends is cut off.
+                std::thread::sleep(Duration::from_millis(limits::SHUTDOWN_GRACE_MS));
+                log::warn!("shutdown grace period over; exiting");
+                std::process::exit(0);
+            }
+        })
+        .context("starting the signal thread")?;
+
+    for h in handles {
+        let _ = h.join();
+    }
+    log::info!("kelp stopped");
+    Ok(())
+}
+
+async fn shard_main(
+    id: usize,
+    config: Arc<Config>,
+    mesh: Arc<Mesh>,
+    ends: ShardEnds,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let listener = match TcpListener::bind(config.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "shard {id}: cannot listen on {}: {e}",
+                config.listen
+            )));
+            return;
+        }
+    };
+    let shard = Shard::new(id, config.clone(), mesh.clone());
+    let inbox = glommio::spawn_local(shard.clone().run_inbox(ends));
+    let sweeper_shard = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let stop = sweeper_shard.stop.notified();
+            let tick = glommio::timer::sleep(Duration::from_millis(limits::RETENTION_SWEEP_MS));
+            futures::pin_mut!(tick);
+            futures::future::select(tick, stop).await;
+            if sweeper_shard.stopping.get() {
+                break;
+            }
+            sweeper_shard.sweep_retention();
+        }
+    })
+    .detach();
+    let _ = ready.send(Ok(()));
+
+    loop {
+        let stop = shard.stop.notified();
+        let accept = listener.accept();
+        futures::pin_mut!(accept);
+        let stream = match futures::future::select(accept, stop).await {
+            futures::future::Either::Left((Ok(s), _)) => s,
+            futures::future::Either::Left((Err(e), _)) => {
+                log::warn!("shard {id}: accept failed: {e}");
+                continue;
+            }
+            futures::future::Either::Right(_) => break,
+        };
+        if mesh.connections.fetch_add(1, Ordering::SeqCst) >= config.max_connections {
+            mesh.connections.fetch_sub(1, Ordering::SeqCst);
+            log::warn!(
+                "refusing a connection: --max-connections {} reached",
+                config.max_connections
+            );
+            drop(stream);
+            continue;
+        }
+        shard.connections.set(shard.connections.get() + 1);
+        let s = shard.clone();
+        let m = mesh.clone();
+        glommio::spawn_local(async move {
+            conn::serve(s.clone(), stream).await;
+            s.connections.set(s.connections.get() - 1);
+            m.connections.fetch_sub(1, Ordering::SeqCst);
+        })
+        .detach();
+    }
+    drop(listener);
+    inbox.await;
+}
+
+/// glommio registers memory with io_uring; a low RLIMIT_MEMLOCK makes executors fail to start.
+fn raise_memlock_limit() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct; failure is harmless and only logged.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+    if rc != 0 {
+        log::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

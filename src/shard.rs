@@ -1,0 +1,683 @@
+//! A shard: one pinned glommio executor owning its connections, the partitions
+//! [`shard_for_partition`] gives it and (later) its groups. Shards share nothing but messages.
+//!
+//! ## The mesh
+//! Each shard has an inbox (a bounded crossbeam channel) that its inbox task busy-polls while
+//! the shard is active, and a doorbell (a socket pair) it parks on when idle. A sender pushes
+//! into the inbox and rings the doorbell only if the receiver said it was parked. Glommio's own
+//! channel mesh is not used because it is serviced only when the executor polls io_uring, which
+//! a shard that spins on its sockets does only every preemption interval.
+//!
+//! Replies travel back through the requester's inbox and complete a shard-local oneshot, so a
+//! waiting task is woken by its own executor, never from a foreign thread.
+
+use crate::config::{limits, Config};
+use crate::error::ErrorCode;
+use crate::partition::{Partition, ProduceOutcome};
+use crate::storage::{OffsetAndTimestamp, ReadResult};
+use crate::topics::{Registry, RegistryError, TopicMeta, TopicSettings, TopicTable};
+use crate::util::{now_ms, Notify};
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use futures::channel::oneshot;
+use futures::FutureExt;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// The shard that owns partition `partition` of `topic`: a pure function of the two, the same
+/// on every shard and across restarts (FNV-1a over the name, mixed with the partition).
+pub fn shard_for_partition(topic: &str, partition: i32, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in topic.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h ^= partition as u32 as u64;
+    h = h.wrapping_mul(0x100000001b3);
+    h ^= h >> 29;
+    (h % shards as u64) as usize
+}
+
+/// The shard that owns consumer group `group` (used from the group-coordinator issue on).
+pub fn shard_for_group(group: &str, shards: usize) -> usize {
+    shard_for_partition(group, -1, shards)
+}
+
+/// A partition named by topic and index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+/// Work for the owner of one partition.
+#[derive(Debug)]
+pub enum PartitionOp {
+    Produce {
+        records: Option<Bytes>,
+    },
+    Read {
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    },
+    ListOffset {
+        timestamp: i64,
+    },
+    DeleteRecords {
+        offset: i64,
+    },
+    EndOffset,
+}
+
+/// The owner's answer to a [`PartitionOp`].
+#[derive(Debug)]
+pub enum PartitionReply {
+    Produce(ProduceOutcome),
+    Read(Result<ReadResult, ErrorCode>),
+    ListOffset(Result<OffsetAndTimestamp, ErrorCode>),
+    DeleteRecords(Result<i64, ErrorCode>),
+    EndOffset(Result<(i64, i64), ErrorCode>),
+}
+
+/// A change only the registry (shard 0) may make.
+#[derive(Debug)]
+pub enum RegistryOp {
+    Create {
+        name: String,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    },
+    Delete {
+        name: Option<String>,
+        id: Option<Uuid>,
+    },
+    Grow {
+        name: String,
+        count: i32,
+        validate_only: bool,
+    },
+    AlterConfigs {
+        name: String,
+        ops: Vec<(String, i8, Option<String>)>,
+        incremental: bool,
+        validate_only: bool,
+    },
+}
+
+/// What crosses between shards.
+pub enum Op {
+    Partitions(Vec<(TopicPartition, PartitionOp)>),
+    /// Completes when any of these partitions has data past the offset, or after the timeout.
+    WaitForData(Vec<(TopicPartition, i64)>, Duration),
+    Registry(RegistryOp),
+    InstallTopics(Arc<TopicTable>),
+}
+
+pub enum Reply {
+    Partitions(Vec<PartitionReply>),
+    Registry(Result<Arc<TopicMeta>, RegistryError>),
+    Done,
+}
+
+pub enum Envelope {
+    Request { id: u64, from: usize, op: Op },
+    Reply { id: u64, reply: Reply },
+    Shutdown,
+}
+
+/// The cross-shard plumbing every shard holds a handle to (`Send + Sync`).
+pub struct Mesh {
+    inboxes: Vec<Sender<Envelope>>,
+    parked: Vec<AtomicBool>,
+    doorbells: Vec<StdUnixStream>,
+    /// Connections open over all shards, for `--max-connections` (touched on accept only).
+    pub connections: AtomicUsize,
+}
+
+/// The receiving ends a shard takes when it starts.
+pub struct ShardEnds {
+    pub inbox: Receiver<Envelope>,
+    pub doorbell: StdUnixStream,
+}
+
+impl Mesh {
+    pub fn new(shards: usize) -> std::io::Result<(Arc<Mesh>, Vec<ShardEnds>)> {
+        let mut inboxes = Vec::new();
+        let mut doorbells = Vec::new();
+        let mut ends = Vec::new();
+        for _ in 0..shards {
+            let (tx, rx) = crossbeam_channel::bounded(limits::MESH_QUEUE_DEPTH);
+            let (ring, listen) = StdUnixStream::pair()?;
+            ring.set_nonblocking(true)?;
+            inboxes.push(tx);
+            doorbells.push(ring);
+            ends.push(ShardEnds {
+                inbox: rx,
+                doorbell: listen,
+            });
+        }
+        let mesh = Mesh {
+            inboxes,
+            parked: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            doorbells,
+            connections: AtomicUsize::new(0),
+        };
+        Ok((Arc::new(mesh), ends))
+    }
+
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Tries to deliver; gives the envelope back when the inbox is full.
+    pub fn try_send(&self, to: usize, env: Envelope) -> Result<(), Envelope> {
+        match self.inboxes[to].try_send(env) {
+            Ok(()) => {
+                self.ring(to);
+                Ok(())
+            }
+            Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => Err(e),
+        }
+    }
+
+    fn ring(&self, to: usize) {
+        if self.parked[to].load(Ordering::SeqCst) {
+            // A full socket buffer means rings are already pending: nothing is lost.
+            let _ = (&self.doorbells[to]).write(&[1]);
+        }
+    }
+
+    /// Asks every shard to shut down (from the signal thread).
+    pub fn shutdown_all(&self) {
+        for i in 0..self.shards() {
+            // A blocking send: shutdown must not be lost to a full inbox.
+            let _ = self.inboxes[i].send(Envelope::Shutdown);
+            self.parked[i].store(true, Ordering::SeqCst);
+            self.ring(i);
+        }
+    }
+}
+
+/// Everything one shard owns. Lives in an `Rc` on the shard's thread.
+pub struct Shard {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub advertised: (String, i32),
+    pub mesh: Arc<Mesh>,
+    /// This shard's copy of the topic table.
+    pub topics: RefCell<Arc<TopicTable>>,
+    /// The partitions this shard owns.
+    pub partitions: RefCell<HashMap<TopicPartition, Partition>>,
+    /// Only on shard 0: the single writer of topic metadata.
+    registry: Option<RefCell<Registry>>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
+    next_request_id: Cell<u64>,
+    next_producer_id: Cell<i64>,
+    pub stopping: Cell<bool>,
+    pub stop: Notify,
+    /// Connections this shard serves now.
+    pub connections: Cell<usize>,
+}
+
+impl Shard {
+    pub fn new(id: usize, config: Arc<Config>, mesh: Arc<Mesh>) -> Rc<Shard> {
+        let shards = mesh.shards() as i64;
+        // Producer ids: unique across shards (id modulo shard count) and, since the embedded
+        // backend forgets everything on restart, started from the clock so that a producer
+        // that outlived a restart does not collide with a new one.
+        let base = (now_ms() & 0xff_ffff_ffff) << 16;
+        Rc::new(Shard {
+            id,
+            advertised: config.advertised(),
+            config,
+            registry: (id == 0).then(|| RefCell::new(Registry::default())),
+            mesh,
+            topics: RefCell::new(Arc::new(TopicTable::default())),
+            partitions: RefCell::new(HashMap::new()),
+            pending: RefCell::new(HashMap::new()),
+            next_request_id: Cell::new(1),
+            next_producer_id: Cell::new(base - base % shards + id as i64),
+            stopping: Cell::new(false),
+            stop: Notify::default(),
+            connections: Cell::new(0),
+        })
+    }
+
+    pub fn shards(&self) -> usize {
+        self.mesh.shards()
+    }
+
+    pub fn topics(&self) -> Arc<TopicTable> {
+        self.topics.borrow().clone()
+    }
+
+    pub fn allocate_producer_id(&self) -> i64 {
+        let id = self.next_producer_id.get();
+        self.next_producer_id.set(id + self.shards() as i64);
+        id
+    }
+
+    /// Sends `op` to shard `to` and waits for its reply. Never blocks the thread: a full inbox
+    /// makes this task yield and retry.
+    pub async fn call(self: &Rc<Self>, to: usize, op: Op) -> Reply {
+        if to == self.id {
+            return self.execute(op).await;
+        }
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id + 1);
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, tx);
+        let mut env = Envelope::Request {
+            id,
+            from: self.id,
+            op,
+        };
+        loop {
+            match self.mesh.try_send(to, env) {
+                Ok(()) => break,
+                Err(back) => {
+                    env = back;
+                    futures_lite::future::yield_now().await;
+                }
+            }
+        }
+        match rx.await {
+            Ok(reply) => reply,
+            // The pending entry is dropped only at shutdown.
+            Err(_) => Reply::Done,
+        }
+    }
+
+    /// Runs partition ops where their owners are: local ones directly, the rest in one message
+    /// per owning shard, all in parallel; answers come back in the order asked.
+    pub async fn route(
+        self: &Rc<Self>,
+        ops: Vec<(TopicPartition, PartitionOp)>,
+    ) -> Vec<PartitionReply> {
+        let n = self.shards();
+        if n == 1 {
+            return ops
+                .into_iter()
+                .map(|(tp, op)| self.apply(&tp, op))
+                .collect();
+        }
+        let mut by_shard: Vec<Vec<(usize, (TopicPartition, PartitionOp))>> =
+            (0..n).map(|_| Vec::new()).collect();
+        let total = ops.len();
+        for (i, (tp, op)) in ops.into_iter().enumerate() {
+            let s = shard_for_partition(&tp.topic, tp.partition, n);
+            by_shard[s].push((i, (tp, op)));
+        }
+        let mut out: Vec<Option<PartitionReply>> = (0..total).map(|_| None).collect();
+        let mut remote = Vec::new();
+        for (s, group) in by_shard.into_iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let (idx, ops): (Vec<usize>, Vec<_>) = group.into_iter().unzip();
+            if s == self.id {
+                for (i, (tp, op)) in idx.into_iter().zip(ops) {
+                    out[i] = Some(self.apply(&tp, op));
+                }
+            } else {
+                let this = self.clone();
+                remote.push(async move { (idx, this.call(s, Op::Partitions(ops)).await) });
+            }
+        }
+        for (idx, reply) in futures::future::join_all(remote).await {
+            if let Reply::Partitions(replies) = reply {
+                for (i, r) in idx.into_iter().zip(replies) {
+                    out[i] = Some(r);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(PartitionReply::Read(Err(ErrorCode::RequestTimedOut))))
+            .collect()
+    }
+
+    /// Waits until any of `parts` has data past its offset, or `timeout`.
+    pub async fn wait_for_data(
+        self: &Rc<Self>,
+        parts: Vec<(TopicPartition, i64)>,
+        timeout: Duration,
+    ) {
+        let n = self.shards();
+        let mut by_shard: Vec<Vec<(TopicPartition, i64)>> = (0..n).map(|_| Vec::new()).collect();
+        for (tp, off) in parts {
+            let s = shard_for_partition(&tp.topic, tp.partition, n);
+            by_shard[s].push((tp, off));
+        }
+        let mut waits = Vec::new();
+        for (s, group) in by_shard.into_iter().enumerate() {
+            if !group.is_empty() {
+                let this = self.clone();
+                waits.push(
+                    async move { this.call(s, Op::WaitForData(group, timeout)).await }
+                        .boxed_local(),
+                );
+            }
+        }
+        if waits.is_empty() {
+            return;
+        }
+        let timer = glommio::timer::sleep(timeout);
+        futures::pin_mut!(timer);
+        let first = futures::future::select_all(waits);
+        let _ = futures::future::select(first, timer).await;
+    }
+
+    /// Executes an op addressed to this shard.
+    async fn execute(self: &Rc<Self>, op: Op) -> Reply {
+        match op {
+            Op::Partitions(ops) => Reply::Partitions(
+                ops.into_iter()
+                    .map(|(tp, op)| self.apply(&tp, op))
+                    .collect(),
+            ),
+            Op::WaitForData(parts, timeout) => {
+                self.wait_local(parts, timeout).await;
+                Reply::Done
+            }
+            Op::Registry(op) => Reply::Registry(self.registry_apply(op).await),
+            Op::InstallTopics(table) => {
+                self.install_topics(table);
+                Reply::Done
+            }
+        }
+    }
+
+    async fn wait_local(&self, parts: Vec<(TopicPartition, i64)>, timeout: Duration) {
+        let mut waits = Vec::new();
+        {
+            let partitions = self.partitions.borrow();
+            for (tp, offset) in &parts {
+                match partitions.get(tp) {
+                    Some(p) if p.log.next_offset() <= *offset => waits.push(p.appended.notified()),
+                    // Data already there, or the partition is gone: the fetch must look again.
+                    _ => return,
+                }
+            }
+        }
+        let stop = self.stop.notified();
+        let timer = glommio::timer::sleep(timeout);
+        futures::pin_mut!(timer);
+        let any = futures::future::select(futures::future::select_all(waits), stop);
+        let _ = futures::future::select(any, timer).await;
+    }
+
+    /// Applies one partition op on the owner (this shard).
+    pub fn apply(&self, tp: &TopicPartition, op: PartitionOp) -> PartitionReply {
+        let mut partitions = self.partitions.borrow_mut();
+        let Some(p) = partitions.get_mut(tp) else {
+            let e = ErrorCode::UnknownTopicOrPartition;
+            return match op {
+                PartitionOp::Produce { .. } => {
+                    PartitionReply::Produce(ProduceOutcome::error(e, None))
+                }
+                PartitionOp::Read { .. } => PartitionReply::Read(Err(e)),
+                PartitionOp::ListOffset { .. } => PartitionReply::ListOffset(Err(e)),
+                PartitionOp::DeleteRecords { .. } => PartitionReply::DeleteRecords(Err(e)),
+                PartitionOp::EndOffset => PartitionReply::EndOffset(Err(e)),
+            };
+        };
+        match op {
+            PartitionOp::Produce { records } => {
+                PartitionReply::Produce(p.produce(records.as_ref(), now_ms()))
+            }
+            PartitionOp::Read {
+                offset,
+                max_bytes,
+                at_least_one,
+            } => PartitionReply::Read(p.log.read(offset, max_bytes, at_least_one)),
+            PartitionOp::ListOffset { timestamp } => {
+                PartitionReply::ListOffset(p.log.list_offset(timestamp))
+            }
+            PartitionOp::DeleteRecords { offset } => {
+                let r = p.log.delete_records(offset);
+                PartitionReply::DeleteRecords(r)
+            }
+            PartitionOp::EndOffset => {
+                PartitionReply::EndOffset(Ok((p.log.log_start_offset(), p.log.next_offset())))
+            }
+        }
+    }
+
+    /// Registry changes (shard 0 only): apply, install everywhere, then answer.
+    async fn registry_apply(
+        self: &Rc<Self>,
+        op: RegistryOp,
+    ) -> Result<Arc<TopicMeta>, RegistryError> {
+        let registry = self.registry.as_ref().expect("registry ops go to shard 0");
+        let (result, changed) = {
+            let mut r = registry.borrow_mut();
+            let before = r.snapshot().version;
+            let result = match op {
+                RegistryOp::Create {
+                    name,
+                    partitions,
+                    configs,
+                    validate_only,
+                } => r.create(&name, partitions, configs, validate_only),
+                RegistryOp::Delete { name, id } => r.delete(name.as_deref(), id),
+                RegistryOp::Grow {
+                    name,
+                    count,
+                    validate_only,
+                } => r.grow(&name, count, validate_only).map(|_| {
+                    r.snapshot().get(&name).cloned().unwrap_or_else(|| {
+                        Arc::new(TopicMeta {
+                            name: Arc::from(name.as_str()),
+                            id: Uuid::nil(),
+                            partitions: count,
+                            configs: BTreeMap::new(),
+                        })
+                    })
+                }),
+                RegistryOp::AlterConfigs {
+                    name,
+                    ops,
+                    incremental,
+                    validate_only,
+                } => r
+                    .alter_configs(&name, &ops, incremental, validate_only)
+                    .map(|_| {
+                        r.snapshot()
+                            .get(&name)
+                            .cloned()
+                            .expect("altered topic exists")
+                    }),
+            };
+            let snap = r.snapshot();
+            let changed = (snap.version != before).then_some(snap);
+            (result, changed)
+        };
+        if let Some(table) = changed {
+            self.install_everywhere(table).await;
+        }
+        result
+    }
+
+    async fn install_everywhere(self: &Rc<Self>, table: Arc<TopicTable>) {
+        let calls: Vec<_> = (0..self.shards())
+            .map(|s| {
+                let this = self.clone();
+                let t = table.clone();
+                async move { this.call(s, Op::InstallTopics(t)).await }
+            })
+            .collect();
+        futures::future::join_all(calls).await;
+    }
+
+    /// Asks the registry for a change and returns once every shard has the new table.
+    pub async fn registry(
+        self: &Rc<Self>,
+        op: RegistryOp,
+    ) -> Result<Arc<TopicMeta>, RegistryError> {
+        match self.call(0, Op::Registry(op)).await {
+            Reply::Registry(r) => r,
+            _ => Err(RegistryError {
+                code: ErrorCode::UnknownServerError,
+                message: "shutting down".into(),
+            }),
+        }
+    }
+
+    /// Installs a new topic table and brings the owned partitions in line with it.
+    fn install_topics(&self, table: Arc<TopicTable>) {
+        if table.version <= self.topics.borrow().version {
+            return;
+        }
+        let n = self.shards();
+        let mut partitions = self.partitions.borrow_mut();
+        // Drop partitions whose topic is gone or was re-created under a new id.
+        partitions.retain(|tp, p| {
+            let keep = table
+                .get(&tp.topic)
+                .is_some_and(|m| m.id == p.topic_id && tp.partition < m.partitions);
+            if !keep {
+                p.appended.notify_all();
+            }
+            keep
+        });
+        for meta in table.by_name.values() {
+            let settings = TopicSettings::resolve(meta, self.config.retention_bytes);
+            for i in 0..meta.partitions {
+                if shard_for_partition(&meta.name, i, n) != self.id {
+                    continue;
+                }
+                let tp = TopicPartition {
+                    topic: meta.name.clone(),
+                    partition: i,
+                };
+                partitions
+                    .entry(tp)
+                    .and_modify(|p| p.set_settings(settings))
+                    .or_insert_with(|| Partition::new(meta.id, settings));
+            }
+        }
+        drop(partitions);
+        *self.topics.borrow_mut() = table;
+    }
+
+    /// Applies time-based retention to every owned partition.
+    pub fn sweep_retention(&self) {
+        let now = now_ms();
+        for p in self.partitions.borrow_mut().values_mut() {
+            p.log.enforce_retention(now);
+        }
+    }
+
+    /// Handles one envelope from the inbox.
+    fn dispatch(self: &Rc<Self>, env: Envelope) {
+        match env {
+            Envelope::Request { id, from, op } => {
+                // Partition ops and installs finish without waiting: answer in place.
+                // Waits and registry changes get a task of their own.
+                let this = self.clone();
+                let fut = async move {
+                    let reply = this.execute(op).await;
+                    let mut env = Envelope::Reply { id, reply };
+                    loop {
+                        match this.mesh.try_send(from, env) {
+                            Ok(()) => break,
+                            Err(back) => {
+                                env = back;
+                                futures_lite::future::yield_now().await;
+                            }
+                        }
+                    }
+                };
+                let mut fut = Box::pin(fut);
+                if (&mut fut).now_or_never().is_none() {
+                    glommio::spawn_local(fut).detach();
+                }
+            }
+            Envelope::Reply { id, reply } => {
+                if let Some(tx) = self.pending.borrow_mut().remove(&id) {
+                    let _ = tx.send(reply);
+                }
+            }
+            Envelope::Shutdown => {
+                self.stopping.set(true);
+                self.stop.notify_all();
+            }
+        }
+    }
+
+    /// The inbox task: busy-polls the inbox while there is traffic, parks on the doorbell when
+    /// idle for longer than `--spin-us`.
+    pub async fn run_inbox(self: Rc<Self>, ends: ShardEnds) {
+        let mut doorbell = unsafe {
+            use std::os::fd::{FromRawFd, IntoRawFd};
+            // SAFETY: the fd comes from a std UnixStream we own and hand over whole.
+            glommio::net::UnixStream::from_raw_fd(ends.doorbell.into_raw_fd())
+        };
+        let spin = self.config.spin();
+        let mut last_active = Instant::now();
+        let mut ring_buf = [0u8; 64];
+        loop {
+            let mut got = 0;
+            while let Ok(env) = ends.inbox.try_recv() {
+                self.dispatch(env);
+                got += 1;
+            }
+            if got > 0 {
+                last_active = Instant::now();
+            }
+            if self.stopping.get()
+                && self.connections.get() == 0
+                && self.pending.borrow().is_empty()
+            {
+                // Keep answering other shards until our own connections are done.
+                if ends.inbox.is_empty() {
+                    return;
+                }
+            }
+            if last_active.elapsed() < spin || got > 0 {
+                futures_lite::future::yield_now().await;
+                continue;
+            }
+            self.mesh.parked[self.id].store(true, Ordering::SeqCst);
+            if !ends.inbox.is_empty() {
+                self.mesh.parked[self.id].store(false, Ordering::SeqCst);
+                continue;
+            }
+            use futures_lite::AsyncReadExt;
+            let stop = self.stop.notified();
+            let read = doorbell.read(&mut ring_buf);
+            futures::pin_mut!(read);
+            let _ = futures::future::select(read, stop).await;
+            self.mesh.parked[self.id].store(false, Ordering::SeqCst);
+            last_active = Instant::now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_is_stable_and_spread() {
+        assert_eq!(
+            shard_for_partition("t", 3, 4),
+            shard_for_partition("t", 3, 4)
+        );
+        let mut counts = [0usize; 4];
+        for p in 0..1000 {
+            counts[shard_for_partition("orders", p, 4)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 150), "{counts:?}");
+        assert_eq!(shard_for_partition("x", 0, 1), 0);
+    }
+}
