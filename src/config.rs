@@ -29,6 +29,14 @@ pub mod limits {
     pub const FETCH_MAX_WAIT_MS: i32 = 60_000;
     /// How long shutdown waits for in-flight requests before exiting anyway.
     pub const SHUTDOWN_GRACE_MS: u64 = 4_000;
+    /// Members one consumer group may have.
+    pub const GROUP_MEMBERS_MAX: usize = 10_000;
+    /// Longest metadata string stored with a committed offset (Kafka's default).
+    pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+    /// How often each shard checks its groups' session and rebalance timeouts.
+    pub const GROUP_TICK_MS: u64 = 100;
+    /// A parked shard looks at its inbox at least this often, whatever its doorbells say.
+    pub const PARKED_INBOX_CHECK_MS: u64 = 100;
     /// How often each shard applies time-based retention to the partitions it owns.
     pub const RETENTION_SWEEP_MS: u64 = 5_000;
 }
@@ -92,9 +100,40 @@ pub struct Config {
     pub spin_us: u64,
 
     /// Glommio's preemption interval in microseconds: how often a spinning shard also polls
-    /// io_uring (accepts, timers, parked connections).
-    #[arg(long, env = "KELP_PREEMPT_US", default_value_t = 100)]
+    /// io_uring (accepts, timers, idle connections). Short intervals made glommio 0.9 lose
+    /// wake-ups here (executors slept with work pending; see ARCHITECTURE.md), so the default is
+    /// glommio's own 100 ms.
+    #[arg(long, env = "KELP_PREEMPT_US", default_value_t = 100_000)]
     pub preempt_us: u64,
+
+    /// How long the first rebalance of an empty group waits for more members (Kafka's
+    /// group.initial.rebalance.delay.ms).
+    #[arg(
+        long,
+        env = "KELP_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3000
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
+
+    /// Smallest session timeout a group member may ask for.
+    #[arg(
+        long,
+        env = "KELP_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub group_min_session_timeout_ms: i32,
+
+    /// Largest session timeout a group member may ask for.
+    #[arg(
+        long,
+        env = "KELP_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000
+    )]
+    pub group_max_session_timeout_ms: i32,
+
+    /// How long committed offsets of an empty group are kept.
+    #[arg(long, env = "KELP_OFFSETS_RETENTION_MINUTES", default_value_t = 10080)]
+    pub offsets_retention_minutes: u64,
 
     /// Node id of this broker in metadata.
     #[arg(long, env = "KELP_NODE_ID", default_value_t = 0)]

@@ -1,9 +1,11 @@
 //! kelp: a Kafka wire-protocol broker, thread-per-core, in front of SeaweedMQ.
 //!
 //! Map of the crate:
+//! - [`alloc`]: the binary's allocator, which survives the codec's lying array counts.
 //! - [`config`]: flags (each with a `KELP_*` twin) and every named limit.
 //! - [`protocol`]: frames, request decoding, the versions served, record batch validation.
 //!   Never does I/O.
+//! - [`seaweedmq`]: the gRPC core that talks to SeaweedMQ (not yet wired to the handlers).
 //! - [`server`]: starts one pinned glommio executor per shard; graceful shutdown.
 //! - [`shard`]: what a shard owns, the cross-shard mesh, and routing of partition work to the
 //!   owning shard ([`shard::shard_for_partition`]).
@@ -13,14 +15,18 @@
 //! - [`partition`]: a partition on its owner: validation, idempotent producers, fetch waiters.
 //! - [`storage`]: the storage seam and the embedded memory backend.
 //! - [`topics`]: topic metadata, its single writer on shard 0, topic configs.
+//! - [`group`]: the consumer-group coordinator of the groups a shard owns.
 //! - [`error`]: Kafka error codes and the mapping into them.
 
+pub mod alloc;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod group;
 pub mod handlers;
 pub mod partition;
 pub mod protocol;
+pub mod seaweedmq;
 pub mod server;
 pub mod shard;
 pub mod storage;

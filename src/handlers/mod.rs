@@ -4,7 +4,8 @@
 mod admin;
 mod configs;
 mod fetch;
-mod metadata;
+mod groups;
+pub(crate) mod metadata;
 mod offsets;
 mod produce;
 
@@ -76,6 +77,40 @@ pub async fn handle(shard: Rc<Shard>, req: Request) -> Option<Bytes> {
         RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
             configs::incremental_alter_configs(&shard, r).await,
         ),
+        RequestKind::JoinGroup(r) => {
+            let client_id = req
+                .header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            ResponseKind::JoinGroup(groups::join_group(&shard, r, version, &client_id).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(groups::sync_group(&shard, r, version).await)
+        }
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(&shard, r).await),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::leave_group(&shard, r, version).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(&shard, r, version).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(&shard, r, version).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(&shard, r, version).await)
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(groups::list_groups(&shard, r, version).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(&shard, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(groups::offset_delete(&shard, r).await)
+        }
         other => {
             // The codec only lets through what SUPPORTED_APIS lists, and every one of those has
             // an arm above; reaching here is a programming error, answered by closing.
