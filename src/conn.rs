@@ -213,12 +213,12 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         let stop = shard.stop.notified();
         futures::pin_mut!(readable, response, stop);
         let woke = futures::future::select(futures::future::select(readable, response), stop).await;
-        if let futures::future::Either::Left((futures::future::Either::Right((Some(resp), _)), _)) =
-            woke
+        if let futures::future::Either::Left((
+            futures::future::Either::Right((Some(Some(bytes)), _)),
+            _,
+        )) = woke
         {
-            if let Some(bytes) = resp {
-                wbuf.extend_from_slice(&bytes);
-            }
+            wbuf.extend_from_slice(&bytes);
         }
         last_active = Instant::now();
     }

@@ -5,6 +5,7 @@ use crate::config::{limits, Backend, Config};
 use crate::conn;
 use crate::shard::{Mesh, Shard, ShardEnds};
 use anyhow::{bail, Context};
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::sync::atomic::Ordering;
@@ -23,6 +24,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     raise_memlock_limit();
     let cores = config.shard_cores().map_err(anyhow::Error::msg)?;
     let (mesh, ends) = Mesh::new(cores.len()).context("creating the shard mesh")?;
+    let doorbells = MeshBuilder::<(), Full>::full(cores.len(), 1);
     let config = Arc::new(config);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
@@ -30,12 +32,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let config = config.clone();
         let mesh = mesh.clone();
         let ready = ready_tx.clone();
+        let bells = doorbells.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("kelp-shard-{id}"))
             .spin_before_park(config.spin())
             .preempt_timer(Duration::from_micros(config.preempt_us))
             .io_memory(256 * 1024)
-            .spawn(move || shard_main(id, config, mesh, ends, ready))
+            .spawn(move || shard_main(id, config, mesh, ends, bells, ready))
             .map_err(|e| {
                 anyhow::anyhow!(
                     "starting shard {id} on core {core}: {e} (glommio needs locked memory: raise `ulimit -l`)"
@@ -92,6 +95,7 @@ async fn shard_main(
     config: Arc<Config>,
     mesh: Arc<Mesh>,
     ends: ShardEnds,
+    bells: MeshBuilder<(), Full>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
     let listener = match TcpListener::bind(config.listen) {
@@ -105,7 +109,8 @@ async fn shard_main(
         }
     };
     let shard = Shard::new(id, config.clone(), mesh.clone());
-    let inbox = glommio::spawn_local(shard.clone().run_inbox(ends));
+    let bells = shard.join_doorbells(bells).await;
+    let inbox = glommio::spawn_local(shard.clone().run_inbox(ends, bells));
     let sweeper_shard = shard.clone();
     glommio::spawn_local(async move {
         loop {
@@ -117,6 +122,23 @@ async fn shard_main(
                 break;
             }
             sweeper_shard.sweep_retention();
+        }
+    })
+    .detach();
+    let ticker_shard = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let stop = ticker_shard.stop.notified();
+            let tick = glommio::timer::sleep(Duration::from_millis(limits::GROUP_TICK_MS));
+            futures::pin_mut!(tick);
+            futures::future::select(tick, stop).await;
+            if ticker_shard.stopping.get() {
+                break;
+            }
+            ticker_shard
+                .groups
+                .borrow_mut()
+                .tick(std::time::Instant::now());
         }
     })
     .detach();

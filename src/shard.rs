@@ -3,8 +3,12 @@
 //!
 //! ## The mesh
 //! Each shard has an inbox (a bounded crossbeam channel) that its inbox task busy-polls while
-//! the shard is active, and a doorbell (a socket pair) it parks on when idle. A sender pushes
-//! into the inbox and rings the doorbell only if the receiver said it was parked. Glommio's own
+//! the shard is active. Glommio's own channels are not the transport because they are serviced
+//! only when the executor polls io_uring, which a shard that spins on its sockets does only every
+//! preemption interval. When idle, the inbox task parks on doorbells: a glommio channel mesh of
+//! `()` that a sender rings only if the receiver said it was parked. Two earlier doorbells lost
+//! wake-ups on these VMs (a socket pair read through glommio, and a foreign `Waker`): both
+//! executors slept with a message waiting. `examples/mesh_probe.rs` reproduces that test. Glommio's own
 //! channel mesh is not used because it is serviced only when the executor polls io_uring, which
 //! a shard that spins on its sockets does only every preemption interval.
 //!
@@ -13,6 +17,7 @@
 
 use crate::config::{limits, Config};
 use crate::error::ErrorCode;
+use crate::group::{self, Coordinator, GroupConfig, GroupOp, GroupReply};
 use crate::partition::{Partition, ProduceOutcome};
 use crate::storage::{OffsetAndTimestamp, ReadResult};
 use crate::topics::{Registry, RegistryError, TopicMeta, TopicSettings, TopicTable};
@@ -21,10 +26,10 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures::channel::oneshot;
 use futures::FutureExt;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::channels::shared_channel::ConnectedReceiver;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -120,11 +125,13 @@ pub enum Op {
     WaitForData(Vec<(TopicPartition, i64)>, Duration),
     Registry(RegistryOp),
     InstallTopics(Arc<TopicTable>),
+    Group(GroupOp),
 }
 
 pub enum Reply {
     Partitions(Vec<PartitionReply>),
     Registry(Result<Arc<TopicMeta>, RegistryError>),
+    Group(GroupReply),
     Done,
 }
 
@@ -138,37 +145,32 @@ pub enum Envelope {
 pub struct Mesh {
     inboxes: Vec<Sender<Envelope>>,
     parked: Vec<AtomicBool>,
-    doorbells: Vec<StdUnixStream>,
+    /// Each shard's id in the glommio doorbell mesh (join order, not shard order).
+    peer_of: Vec<AtomicUsize>,
+    joined: AtomicUsize,
     /// Connections open over all shards, for `--max-connections` (touched on accept only).
     pub connections: AtomicUsize,
 }
 
-/// The receiving ends a shard takes when it starts.
+/// The receiving end a shard takes when it starts.
 pub struct ShardEnds {
     pub inbox: Receiver<Envelope>,
-    pub doorbell: StdUnixStream,
 }
 
 impl Mesh {
     pub fn new(shards: usize) -> std::io::Result<(Arc<Mesh>, Vec<ShardEnds>)> {
         let mut inboxes = Vec::new();
-        let mut doorbells = Vec::new();
         let mut ends = Vec::new();
         for _ in 0..shards {
             let (tx, rx) = crossbeam_channel::bounded(limits::MESH_QUEUE_DEPTH);
-            let (ring, listen) = StdUnixStream::pair()?;
-            ring.set_nonblocking(true)?;
             inboxes.push(tx);
-            doorbells.push(ring);
-            ends.push(ShardEnds {
-                inbox: rx,
-                doorbell: listen,
-            });
+            ends.push(ShardEnds { inbox: rx });
         }
         let mesh = Mesh {
             inboxes,
             parked: (0..shards).map(|_| AtomicBool::new(false)).collect(),
-            doorbells,
+            peer_of: (0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect(),
+            joined: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
         };
         Ok((Arc::new(mesh), ends))
@@ -178,31 +180,12 @@ impl Mesh {
         self.inboxes.len()
     }
 
-    /// Tries to deliver; gives the envelope back when the inbox is full.
-    pub fn try_send(&self, to: usize, env: Envelope) -> Result<(), Envelope> {
-        match self.inboxes[to].try_send(env) {
-            Ok(()) => {
-                self.ring(to);
-                Ok(())
-            }
-            Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => Err(e),
-        }
-    }
-
-    fn ring(&self, to: usize) {
-        if self.parked[to].load(Ordering::SeqCst) {
-            // A full socket buffer means rings are already pending: nothing is lost.
-            let _ = (&self.doorbells[to]).write(&[1]);
-        }
-    }
-
-    /// Asks every shard to shut down (from the signal thread).
+    /// Asks every shard to shut down (from the signal thread, which cannot ring doorbells: a
+    /// parked shard sees the message at its next safety check).
     pub fn shutdown_all(&self) {
         for i in 0..self.shards() {
             // A blocking send: shutdown must not be lost to a full inbox.
             let _ = self.inboxes[i].send(Envelope::Shutdown);
-            self.parked[i].store(true, Ordering::SeqCst);
-            self.ring(i);
         }
     }
 }
@@ -217,9 +200,13 @@ pub struct Shard {
     pub topics: RefCell<Arc<TopicTable>>,
     /// The partitions this shard owns.
     pub partitions: RefCell<HashMap<TopicPartition, Partition>>,
+    /// The consumer groups this shard owns.
+    pub groups: RefCell<Coordinator>,
     /// Only on shard 0: the single writer of topic metadata.
     registry: Option<RefCell<Registry>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
+    /// This shard's ends of the glommio doorbell mesh, set by [`Shard::join_doorbells`].
+    doorbells: RefCell<Option<Senders<()>>>,
     next_request_id: Cell<u64>,
     next_producer_id: Cell<i64>,
     pub stopping: Cell<bool>,
@@ -235,15 +222,25 @@ impl Shard {
         // backend forgets everything on restart, started from the clock so that a producer
         // that outlived a restart does not collide with a new one.
         let base = (now_ms() & 0xff_ffff_ffff) << 16;
+        let groups = RefCell::new(Coordinator::new(GroupConfig {
+            initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
+            offsets_retention: Duration::from_secs(config.offsets_retention_minutes * 60),
+            max_members: limits::GROUP_MEMBERS_MAX,
+            offset_metadata_max_bytes: limits::OFFSET_METADATA_BYTES_MAX,
+        }));
         Rc::new(Shard {
             id,
             advertised: config.advertised(),
+            groups,
             config,
             registry: (id == 0).then(|| RefCell::new(Registry::default())),
             mesh,
             topics: RefCell::new(Arc::new(TopicTable::default())),
             partitions: RefCell::new(HashMap::new()),
             pending: RefCell::new(HashMap::new()),
+            doorbells: RefCell::new(None),
             next_request_id: Cell::new(1),
             next_producer_id: Cell::new(base - base % shards + id as i64),
             stopping: Cell::new(false),
@@ -276,20 +273,15 @@ impl Shard {
         self.next_request_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(id, tx);
-        let mut env = Envelope::Request {
-            id,
-            from: self.id,
-            op,
-        };
-        loop {
-            match self.mesh.try_send(to, env) {
-                Ok(()) => break,
-                Err(back) => {
-                    env = back;
-                    futures_lite::future::yield_now().await;
-                }
-            }
-        }
+        self.send_to(
+            to,
+            Envelope::Request {
+                id,
+                from: self.id,
+                op,
+            },
+        )
+        .await;
         match rx.await {
             Ok(reply) => reply,
             // The pending entry is dropped only at shutdown.
@@ -393,6 +385,7 @@ impl Shard {
                 self.install_topics(table);
                 Reply::Done
             }
+            Op::Group(op) => Reply::Group(group::apply(&self.groups, op).await),
         }
     }
 
@@ -518,6 +511,34 @@ impl Shard {
         futures::future::join_all(calls).await;
     }
 
+    /// Runs a group op on the group's owning shard.
+    pub async fn group(self: &Rc<Self>, group_id: &str, op: GroupOp) -> GroupReply {
+        let owner = shard_for_group(group_id, self.shards());
+        match self.call(owner, Op::Group(op)).await {
+            Reply::Group(r) => r,
+            _ => GroupReply::Code(crate::group::codes::COORDINATOR_NOT_AVAILABLE),
+        }
+    }
+
+    /// Runs a group op on every shard (ListGroups).
+    pub async fn group_everywhere(self: &Rc<Self>, make: impl Fn() -> GroupOp) -> Vec<GroupReply> {
+        let calls: Vec<_> = (0..self.shards())
+            .map(|s| {
+                let this = self.clone();
+                let op = make();
+                async move { this.call(s, Op::Group(op)).await }
+            })
+            .collect();
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(|r| match r {
+                Reply::Group(g) => Some(g),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Asks the registry for a change and returns once every shard has the new table.
     pub async fn registry(
         self: &Rc<Self>,
@@ -586,16 +607,7 @@ impl Shard {
                 let this = self.clone();
                 let fut = async move {
                     let reply = this.execute(op).await;
-                    let mut env = Envelope::Reply { id, reply };
-                    loop {
-                        match this.mesh.try_send(from, env) {
-                            Ok(()) => break,
-                            Err(back) => {
-                                env = back;
-                                futures_lite::future::yield_now().await;
-                            }
-                        }
-                    }
+                    this.send_to(from, Envelope::Reply { id, reply }).await;
                 };
                 let mut fut = Box::pin(fut);
                 if (&mut fut).now_or_never().is_none() {
@@ -614,17 +626,51 @@ impl Shard {
         }
     }
 
-    /// The inbox task: busy-polls the inbox while there is traffic, parks on the doorbell when
+    /// Joins the doorbell mesh; must run on every shard before any message is sent.
+    pub async fn join_doorbells(
+        &self,
+        builder: MeshBuilder<(), Full>,
+    ) -> Vec<(usize, ConnectedReceiver<()>)> {
+        let (senders, mut receivers) = builder.join().await.expect("joining the doorbell mesh");
+        self.mesh.peer_of[self.id].store(senders.peer_id(), Ordering::SeqCst);
+        self.mesh.joined.fetch_add(1, Ordering::SeqCst);
+        // Peer ids follow join order; wait until every shard has published its own.
+        while self.mesh.joined.load(Ordering::SeqCst) < self.shards() {
+            futures_lite::future::yield_now().await;
+        }
+        *self.doorbells.borrow_mut() = Some(senders);
+        receivers.streams()
+    }
+
+    /// Delivers an envelope to shard `to`, yielding while its inbox is full, and rings its
+    /// doorbell if it is parked.
+    pub async fn send_to(&self, to: usize, mut env: Envelope) {
+        loop {
+            match self.mesh.inboxes[to].try_send(env) {
+                Ok(()) => break,
+                Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => {
+                    env = e;
+                    futures_lite::future::yield_now().await;
+                }
+            }
+        }
+        if self.mesh.parked[to].load(Ordering::SeqCst) {
+            if let Some(bells) = self.doorbells.borrow().as_ref() {
+                // Full means a ring is already pending: nothing is lost.
+                let _ = bells.try_send_to(self.mesh.peer_of[to].load(Ordering::SeqCst), ());
+            }
+        }
+    }
+
+    /// The inbox task: busy-polls the inbox while there is traffic, parks on the doorbells when
     /// idle for longer than `--spin-us`.
-    pub async fn run_inbox(self: Rc<Self>, ends: ShardEnds) {
-        let mut doorbell = unsafe {
-            use std::os::fd::{FromRawFd, IntoRawFd};
-            // SAFETY: the fd comes from a std UnixStream we own and hand over whole.
-            glommio::net::UnixStream::from_raw_fd(ends.doorbell.into_raw_fd())
-        };
+    pub async fn run_inbox(
+        self: Rc<Self>,
+        ends: ShardEnds,
+        bells: Vec<(usize, ConnectedReceiver<()>)>,
+    ) {
         let spin = self.config.spin();
         let mut last_active = Instant::now();
-        let mut ring_buf = [0u8; 64];
         loop {
             let mut got = 0;
             while let Ok(env) = ends.inbox.try_recv() {
@@ -637,26 +683,31 @@ impl Shard {
             if self.stopping.get()
                 && self.connections.get() == 0
                 && self.pending.borrow().is_empty()
+                && ends.inbox.is_empty()
             {
-                // Keep answering other shards until our own connections are done.
-                if ends.inbox.is_empty() {
-                    return;
-                }
+                return;
             }
-            if last_active.elapsed() < spin || got > 0 {
+            if got > 0 || last_active.elapsed() < spin {
                 futures_lite::future::yield_now().await;
                 continue;
             }
             self.mesh.parked[self.id].store(true, Ordering::SeqCst);
-            if !ends.inbox.is_empty() {
-                self.mesh.parked[self.id].store(false, Ordering::SeqCst);
-                continue;
+            if ends.inbox.is_empty() {
+                // The safety timer bounds the cost of a wake-up that never comes (and lets the
+                // signal thread's shutdown message be seen: it cannot ring).
+                let safety =
+                    glommio::timer::sleep(Duration::from_millis(limits::PARKED_INBOX_CHECK_MS));
+                futures::pin_mut!(safety);
+                if bells.is_empty() {
+                    // One shard: nobody else can write to the inbox but the signal thread.
+                    safety.await;
+                } else {
+                    let rings = futures::future::select_all(
+                        bells.iter().map(|(_, r)| r.recv().boxed_local()),
+                    );
+                    let _ = futures::future::select(rings, safety).await;
+                }
             }
-            use futures_lite::AsyncReadExt;
-            let stop = self.stop.notified();
-            let read = doorbell.read(&mut ring_buf);
-            futures::pin_mut!(read);
-            let _ = futures::future::select(read, stop).await;
             self.mesh.parked[self.id].store(false, Ordering::SeqCst);
             last_active = Instant::now();
         }

@@ -341,7 +341,7 @@ impl Registry {
                 format!("topic {name:?} already exists"),
             ));
         }
-        if partitions < 1 || partitions > limits::PARTITIONS_PER_TOPIC_MAX {
+        if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
             return Err(RegistryError::new(
                 ErrorCode::InvalidPartitions,
                 format!(
