@@ -18,13 +18,22 @@ use uuid::Uuid;
 
 /// Kafka's "authorized operations were not asked for".
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+/// With no ACLs every client may do everything: the bit sets Kafka reports then (bits are
+/// AclOperation codes). Topic: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS,
+/// ALTER_CONFIGS.
+pub const TOPIC_AUTHORIZED_OPERATIONS: i32 = 3576;
+/// Cluster: CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS,
+/// IDEMPOTENT_WRITE.
+pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = 8096;
+/// Group: READ, DELETE, DESCRIBE.
+pub const GROUP_AUTHORIZED_OPERATIONS: i32 = 328;
 
-fn topic_entry(shard: &Shard, meta: &TopicMeta) -> MetadataResponseTopic {
+fn topic_entry(shard: &Shard, meta: &TopicMeta, ops: i32) -> MetadataResponseTopic {
     let node = BrokerId(shard.config.node_id);
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(str_bytes(&meta.name)));
     t.topic_id = meta.id;
-    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    t.topic_authorized_operations = ops;
     t.partitions = (0..meta.partitions)
         .map(|i| {
             let mut p = MetadataResponsePartition::default();
@@ -58,7 +67,17 @@ pub async fn metadata(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> 
     resp.brokers = vec![b];
     resp.cluster_id = Some(str_bytes(&shard.config.cluster_id));
     resp.controller_id = BrokerId(shard.config.node_id);
-    resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    resp.cluster_authorized_operations =
+        if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
+            CLUSTER_AUTHORIZED_OPERATIONS
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        };
+    let topic_ops = if req.include_topic_authorized_operations && version >= 8 {
+        TOPIC_AUTHORIZED_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     // v0 asks for every topic with an empty list; v1+ with a null one.
     let all = match &req.topics {
         None => true,
@@ -68,7 +87,10 @@ pub async fn metadata(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> 
         let table = shard.topics();
         let mut topics: Vec<_> = table.by_name.values().cloned().collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
-        resp.topics = topics.iter().map(|m| topic_entry(shard, m)).collect();
+        resp.topics = topics
+            .iter()
+            .map(|m| topic_entry(shard, m, topic_ops))
+            .collect();
         return resp;
     }
     let allow_create = version < 4 || req.allow_auto_topic_creation;
@@ -79,13 +101,13 @@ pub async fn metadata(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> 
                     topic_error(Some(name), Uuid::nil(), ErrorCode::InvalidTopicException)
                 } else {
                     match topic_or_create(shard, name, allow_create).await {
-                        Ok(meta) => topic_entry(shard, &meta),
+                        Ok(meta) => topic_entry(shard, &meta, topic_ops),
                         Err(code) => topic_error(Some(name), Uuid::nil(), code),
                     }
                 }
             }
             None => match shard.topics().get_by_id(&t.topic_id) {
-                Some(meta) => topic_entry(shard, meta),
+                Some(meta) => topic_entry(shard, meta, topic_ops),
                 None => topic_error(None, t.topic_id, ErrorCode::UnknownTopicId),
             },
         };
@@ -143,7 +165,7 @@ pub fn find_coordinator(
     resp
 }
 
-pub fn describe_cluster(shard: &Shard, _req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(shard: &Shard, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let (host, port) = shard.advertised.clone();
     let mut b = DescribeClusterBroker::default();
     b.broker_id = BrokerId(shard.config.node_id);
@@ -154,6 +176,10 @@ pub fn describe_cluster(shard: &Shard, _req: DescribeClusterRequest) -> Describe
     resp.controller_id = BrokerId(shard.config.node_id);
     resp.brokers = vec![b];
     resp.endpoint_type = 1;
-    resp.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    resp.cluster_authorized_operations = if req.include_cluster_authorized_operations {
+        CLUSTER_AUTHORIZED_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     resp
 }
