@@ -35,6 +35,8 @@ const codecs = {
     type: CompressionTypes.ZSTD,
     pkg: '@kafkajs/zstd',
     load: m => m(),
+    // No zstd codec for kafkajs builds on Node 20: this is what the client cannot do.
+    notApplicable: true,
     why:
       '@kafkajs/zstd 0.1.1 does not install: its native dependency cppzst 2.0.6 fails to compile ' +
       'against Node 20 headers (they need C++17); kafkajs has no built-in zstd',
@@ -395,7 +397,7 @@ async function main() {
       await run(s, 120000, adminScenario)
     } else if (s.startsWith('roundtrip-') && codecs[s.slice('roundtrip-'.length)]) {
       const name = s.slice('roundtrip-'.length)
-      if (codecs[name].pkg && !codecs[name].available) result(s, 'skip', codecs[name].why)
+      if (codecs[name].pkg && !codecs[name].available) result(s, codecs[name].notApplicable ? 'n/a' : 'skip', codecs[name].why)
       else await run(s, 180000, () => roundtrip(name))
     } else {
       result(s, 'fail', 'unknown scenario')

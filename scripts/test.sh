@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, unit/integration tests, then the interop
+# matrix of real Kafka clients against the real kelp binary (scripts/interop.sh).
+# In CI (CI set) every interop scenario must run: a skip is an error there.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=scripts/lib.sh source-path=SCRIPTDIR/..
+source "$ROOT/scripts/lib.sh"
+
+banner "test: cargo fmt --check"
+cargo fmt --check
+
+banner "test: cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+banner "test: cargo test --release"
+cargo test --release
+
+banner "test: interop matrix (scripts/interop.sh)"
+KELP_INTEROP_REQUIRE_ALL=${KELP_INTEROP_REQUIRE_ALL:-${CI:+1}} scripts/interop.sh
+
+banner "test: all passed"

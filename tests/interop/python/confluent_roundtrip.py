@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""confluent-kafka: create-topic, roundtrip-<codec> (none/gzip/snappy/lz4/zstd), admin.
+
+Per codec: a fresh 3-partition topic; a Producer with compression.type=<codec> produces
+1,000 keyed records with headers (a repeated header key) and explicit timestamps; a
+Consumer with assign() (group.id set but never used to commit) reads every partition from
+OFFSET_BEGINNING and compares record by record.
+"""
+
+import os
+
+import confluent_kafka
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import ConfigResource, ResourceType
+
+from confluent_util import CLIENT, admin_client, create_topics, produce, verify_topic
+from interop_common import CODECS, Fail, Reporter, env, log, main_wrapper, make_records
+
+N = int(os.environ.get("KELP_INTEROP_ROUNDTRIP_N", "1000"))
+PARTITIONS = 3
+
+
+def body(r):
+    bootstrap = env("KELP_BOOTSTRAP")
+    prefix = env("KELP_TOPIC_PREFIX")
+    log(f"confluent-kafka {confluent_kafka.version()} librdkafka {confluent_kafka.libversion()}")
+    admin = admin_client(bootstrap)
+    topics = {c: f"{prefix}-ck-rt-{c}" for c in CODECS}
+
+    def create():
+        create_topics(admin, list(topics.values()), PARTITIONS)
+        return f"{len(topics)} topics x {PARTITIONS} partitions created and visible in metadata"
+
+    if not r.run("create-topic", create):
+        r.fail_rest("create-topic failed, topics for this scenario do not exist")
+        return
+
+    for i, codec in enumerate(CODECS):
+        topic = topics[codec]
+
+        def roundtrip(codec=codec, topic=topic, seed=i):
+            recs = make_records(N, f"ck-{codec}", seed=1000 + seed)
+            produce(bootstrap, topic, recs, extra_conf={"compression.type": codec})
+            summary = verify_topic(bootstrap, topic, recs, PARTITIONS,
+                                   group_id=f"{prefix}-ck-unused-{codec}")
+            return f"{N} records, compression.type={codec}, {summary}"
+
+        r.run(f"roundtrip-{codec}", roundtrip)
+
+    def admin_checks():
+        topic = topics["none"]
+        host, port = bootstrap.rsplit(":", 1)
+        md = admin.list_topics(timeout=30)
+        if len(md.brokers) != 1:
+            raise Fail(f"metadata lists {len(md.brokers)} brokers, expected 1: {md.brokers}")
+        (b,) = md.brokers.values()
+        if (b.host, int(b.port)) != (host, int(port)):
+            raise Fail(f"metadata broker is {b.host}:{b.port}, expected {bootstrap}")
+        if topic not in md.topics:
+            raise Fail(f"list_topics does not show {topic}; shows {sorted(md.topics)[:10]}")
+        t = md.topics[topic]
+        if sorted(t.partitions) != list(range(PARTITIONS)):
+            raise Fail(f"{topic} partitions {sorted(t.partitions)}")
+        for p, pm in t.partitions.items():
+            if pm.leader != b.id or list(pm.replicas) != [b.id] or list(pm.isrs) != [b.id]:
+                raise Fail(f"{topic} partition {p}: leader {pm.leader} replicas {pm.replicas} "
+                           f"isrs {pm.isrs}, expected broker {b.id}")
+        for other in topics.values():
+            if other not in md.topics:
+                raise Fail(f"list_topics does not show {other}")
+
+        res = ConfigResource(ResourceType.TOPIC, topic)
+        fs = admin.describe_configs([res], request_timeout=30)
+        try:
+            configs = list(fs.values())[0].result(timeout=60)
+        except KafkaException as e:
+            raise Fail(f"describe_configs({topic}) failed: {e}") from e
+        if "retention.ms" not in configs:
+            raise Fail(f"describe_configs({topic}) has no retention.ms; got {sorted(configs)[:20]}")
+        rv = configs["retention.ms"].value
+        try:
+            int(rv)
+        except (TypeError, ValueError):
+            raise Fail(f"describe_configs({topic}) retention.ms = {rv!r}, not an integer") from None
+        also = [k for k in ("cleanup.policy", "segment.bytes", "retention.bytes",
+                            "max.message.bytes", "message.timestamp.type") if k in configs]
+        detail = (f"list_topics ok (1 broker {b.host}:{b.port}, {len(topics)} topics seen); "
+                  f"describe_configs: {len(configs)} entries, retention.ms={rv}, also {also}")
+
+        if hasattr(admin, "describe_cluster"):
+            try:
+                cl = admin.describe_cluster(request_timeout=30).result(timeout=60)
+            except KafkaException as e:
+                raise Fail(f"describe_cluster failed: {e}") from e
+            nodes = [(n.host, int(n.port)) for n in cl.nodes]
+            if nodes != [(host, int(port))]:
+                raise Fail(f"describe_cluster nodes {nodes}, expected [{bootstrap}]")
+            if cl.controller is None:
+                raise Fail("describe_cluster has no controller")
+            detail += f"; describe_cluster: cluster_id={cl.cluster_id} controller={cl.controller.id}"
+        else:
+            detail += "; describe_cluster not in this confluent-kafka version"
+        return detail
+
+    r.run("admin", admin_checks)
+
+
+if __name__ == "__main__":
+    main_wrapper(Reporter(CLIENT, ["create-topic"] + [f"roundtrip-{c}" for c in CODECS]
+                          + ["admin"]), body)
