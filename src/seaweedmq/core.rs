@@ -1,0 +1,824 @@
+//! The gRPC core's thread: a current-thread tokio runtime with a `LocalSet`, so that its state
+//! is plain `Rc`/`RefCell` owned by this one thread.
+//!
+//! - The dispatcher drains the request channel and starts one local task per unary call, or
+//!   hands a publish to its partition's [`Publisher`] task.
+//! - One [`Link`] per broker address keeps a connected `Channel` and its health: a maintenance
+//!   task connects, probes with `FindBrokerLeader`, and reconnects with backoff after any call
+//!   reports a broken connection. Calls to a link that is down fail at once.
+//! - Routes (a topic's partition assignments from `LookupTopicBrokers`) are cached per topic
+//!   and dropped on any sign that they moved.
+
+use super::error::{broker_codes, SeaweedError, SeaweedResult};
+use super::pb::messaging_pb::seaweed_messaging_client::SeaweedMessagingClient;
+use super::pb::messaging_pb::{
+    BrokerPartitionAssignment, ConfigureTopicRequest, FetchMessageRequest, FindBrokerLeaderRequest,
+    GetPartitionRangeInfoRequest, GetTopicConfigurationRequest, ListTopicsRequest,
+    LookupTopicBrokersRequest, TopicExistsRequest,
+};
+use super::pb::schema_pb::{Partition, Topic};
+use super::publisher::{PublishJob, Publisher};
+use super::{
+    ring, FetchResult, PartitionAssignment, PartitionRange, Record, SeaweedOptions, TopicConfig,
+};
+use crossbeam_channel::{Receiver, TryRecvError};
+use futures::channel::oneshot;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+pub(crate) type Client = SeaweedMessagingClient<Channel>;
+pub(crate) type Reply<T> = oneshot::Sender<SeaweedResult<T>>;
+
+/// What a [`super::SeaweedHandle`] asks of the core.
+pub(crate) enum Request {
+    ConfigureTopic {
+        name: String,
+        partitions: i32,
+        reply: Reply<TopicConfig>,
+    },
+    ListTopics {
+        reply: Reply<Vec<String>>,
+    },
+    TopicExists {
+        name: String,
+        reply: Reply<bool>,
+    },
+    TopicConfig {
+        name: String,
+        reply: Reply<TopicConfig>,
+    },
+    PartitionRange {
+        name: String,
+        partition: i32,
+        reply: Reply<PartitionRange>,
+    },
+    Publish {
+        name: String,
+        partition: i32,
+        records: Vec<Record>,
+        reply: Reply<Vec<i64>>,
+    },
+    Fetch {
+        name: String,
+        partition: i32,
+        offset: i64,
+        max_bytes: i32,
+        max_messages: i32,
+        reply: Reply<FetchResult>,
+    },
+    Shutdown,
+}
+
+/// Requests handled per drain before the dispatcher lets other tasks (acks, calls) run.
+const DRAIN_BATCH_MAX: usize = 256;
+
+/// The thread body: runs until shutdown or until every handle is gone.
+pub(crate) fn run(
+    rx: Receiver<Request>,
+    shared: Arc<super::Shared>,
+    broker_addr: String,
+    opts: SeaweedOptions,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            // Requests then fail with `Shutdown` when the receiver is dropped.
+            log::error!("gRPC core: cannot build its runtime: {e}");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let core = Rc::new(Core::new(broker_addr, opts));
+        core.link(&core.bootstrap.clone());
+        dispatch(core, rx, shared).await;
+    });
+    log::info!("gRPC core stopped");
+}
+
+async fn dispatch(core: Rc<Core>, rx: Receiver<Request>, shared: Arc<super::Shared>) {
+    let calls = Arc::new(Semaphore::new(core.opts.max_concurrent_calls.max(1)));
+    let spin = Duration::from_micros(core.opts.spin_us);
+    let mut last_work = Instant::now();
+    loop {
+        let mut handled = 0;
+        while handled < DRAIN_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(Request::Shutdown) | Err(TryRecvError::Disconnected) => return,
+                Ok(request) => {
+                    handled += 1;
+                    core.handle(request, &calls).await;
+                }
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        if handled > 0 {
+            last_work = Instant::now();
+        }
+        if handled == DRAIN_BATCH_MAX || last_work.elapsed() < spin {
+            // More may be queued (or may come soon): let the other tasks run, poll the
+            // sockets without sleeping, and look again.
+            tokio::task::yield_now().await;
+        } else {
+            shared.wake.notified().await;
+        }
+    }
+}
+
+/// A topic's partition assignments, as last looked up.
+#[derive(Clone)]
+struct Route {
+    assignments: Rc<Vec<BrokerPartitionAssignment>>,
+    fetched_at: Instant,
+}
+
+/// The core's state, shared by its local tasks.
+pub(crate) struct Core {
+    pub(crate) opts: SeaweedOptions,
+    /// The broker named at start: topic admin and lookups go there (brokers forward them to
+    /// their balancer), data goes to each partition's leader.
+    bootstrap: String,
+    links: RefCell<HashMap<String, Rc<Link>>>,
+    routes: RefCell<HashMap<String, Route>>,
+    publishers: RefCell<HashMap<(String, i32), mpsc::UnboundedSender<PublishJob>>>,
+}
+
+impl Core {
+    fn new(bootstrap: String, opts: SeaweedOptions) -> Self {
+        Core {
+            opts,
+            bootstrap,
+            links: RefCell::new(HashMap::new()),
+            routes: RefCell::new(HashMap::new()),
+            publishers: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.opts.request_timeout_ms)
+    }
+
+    pub(crate) fn topic(&self, name: &str) -> Topic {
+        Topic {
+            namespace: self.opts.namespace.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    async fn handle(self: &Rc<Self>, request: Request, calls: &Arc<Semaphore>) {
+        if let Request::Publish {
+            name,
+            partition,
+            records,
+            reply,
+        } = request
+        {
+            self.publish(name, partition, records, reply);
+            return;
+        }
+        // Waiting here stops the drain, so a flood of calls fills the channel and the shards
+        // get `Overloaded` instead of the core holding unbounded work.
+        let permit = match calls.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => return,
+        };
+        let core = self.clone();
+        tokio::task::spawn_local(async move {
+            let _permit = permit;
+            match request {
+                Request::ConfigureTopic {
+                    name,
+                    partitions,
+                    reply,
+                } => answer(reply, core.configure_topic(&name, partitions).await),
+                Request::ListTopics { reply } => answer(reply, core.list_topics().await),
+                Request::TopicExists { name, reply } => {
+                    answer(reply, core.topic_exists(&name).await)
+                }
+                Request::TopicConfig { name, reply } => {
+                    answer(reply, core.topic_config(&name).await)
+                }
+                Request::PartitionRange {
+                    name,
+                    partition,
+                    reply,
+                } => answer(reply, core.partition_range(&name, partition).await),
+                Request::Fetch {
+                    name,
+                    partition,
+                    offset,
+                    max_bytes,
+                    max_messages,
+                    reply,
+                } => answer(
+                    reply,
+                    core.fetch(&name, partition, offset, max_bytes, max_messages)
+                        .await,
+                ),
+                Request::Publish { .. } | Request::Shutdown => unreachable!("handled above"),
+            }
+        });
+    }
+
+    fn publish(
+        self: &Rc<Self>,
+        name: String,
+        partition: i32,
+        records: Vec<Record>,
+        reply: Reply<Vec<i64>>,
+    ) {
+        let job = PublishJob {
+            records,
+            reply,
+            deadline: Instant::now() + self.request_timeout(),
+        };
+        let key = (name, partition);
+        let mut publishers = self.publishers.borrow_mut();
+        let job = match publishers.get(&key) {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                // The publisher task ended (it only does so at shutdown); start a new one.
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(job);
+        let publisher = Publisher::new(self.clone(), key.0.clone(), key.1, rx);
+        tokio::task::spawn_local(publisher.run());
+        publishers.insert(key, tx);
+    }
+
+    /// Called by a publisher task that ends; the next publish to the partition starts a new one.
+    pub(crate) fn forget_publisher(&self, name: &str, partition: i32) {
+        self.publishers
+            .borrow_mut()
+            .remove(&(name.to_string(), partition));
+    }
+
+    // ---- links -------------------------------------------------------------------------
+
+    /// The link to `addr`, created (and its maintenance task started) on first use.
+    fn link(self: &Rc<Self>, addr: &str) -> Rc<Link> {
+        if let Some(link) = self.links.borrow().get(addr) {
+            return link.clone();
+        }
+        let (state, _) = watch::channel(LinkState::Connecting);
+        let link = Rc::new(Link {
+            addr: addr.to_string(),
+            state,
+            suspect: Notify::new(),
+        });
+        self.links
+            .borrow_mut()
+            .insert(addr.to_string(), link.clone());
+        tokio::task::spawn_local(maintain(self.clone(), link.clone()));
+        link
+    }
+
+    /// A client on the link to `addr`: at once when it is up, an `Unavailable` error at once
+    /// when it is down, and after at most the connect timeout while it is first connecting.
+    pub(crate) async fn client(self: &Rc<Self>, addr: &str) -> SeaweedResult<Client> {
+        let link = self.link(addr);
+        let mut state = link.state.subscribe();
+        let connect_timeout = Duration::from_millis(self.opts.connect_timeout_ms);
+        let settled = tokio::time::timeout(
+            connect_timeout,
+            state.wait_for(|s| !matches!(s, LinkState::Connecting)),
+        )
+        .await;
+        let unavailable = |reason: String| SeaweedError::Unavailable {
+            addr: addr.to_string(),
+            reason,
+        };
+        match settled {
+            Err(_) => Err(unavailable("still connecting".to_string())),
+            Ok(Err(_)) => Err(unavailable("link closed".to_string())),
+            Ok(Ok(state)) => match &*state {
+                LinkState::Up(channel) => Ok(self.new_client(channel.clone())),
+                LinkState::Down(reason) => Err(unavailable(reason.clone())),
+                LinkState::Connecting => unreachable!("waited for it to settle"),
+            },
+        }
+    }
+
+    fn new_client(&self, channel: Channel) -> Client {
+        SeaweedMessagingClient::new(channel)
+            .max_decoding_message_size(self.opts.max_message_bytes)
+            .max_encoding_message_size(self.opts.max_message_bytes)
+    }
+
+    /// Something on the link to `addr` failed the way a broken connection does: have its
+    /// maintenance task check it now.
+    pub(crate) fn suspect(&self, addr: &str) {
+        if let Some(link) = self.links.borrow().get(addr) {
+            link.suspect.notify_one();
+        }
+    }
+
+    /// Maps a gRPC status from `addr` to our error, flagging the link when the status looks
+    /// like a broken connection. `topic` names the topic the call was about, if any.
+    pub(crate) fn status_error(
+        &self,
+        addr: &str,
+        topic: Option<&str>,
+        status: Status,
+    ) -> SeaweedError {
+        let message = status.message().to_string();
+        // The broker reports a missing topic with whatever code its storage error carried
+        // (even `Unavailable`), so the text decides first.
+        if let Some(topic) = topic {
+            if status.code() != Code::DeadlineExceeded && looks_like_not_found(&message) {
+                return SeaweedError::TopicNotFound {
+                    topic: topic.to_string(),
+                };
+            }
+        }
+        match status.code() {
+            Code::DeadlineExceeded => SeaweedError::Timeout {
+                timeout_ms: self.opts.request_timeout_ms,
+            },
+            _ if is_transport_failure(&status) => {
+                self.suspect(addr);
+                SeaweedError::Unavailable {
+                    addr: addr.to_string(),
+                    reason: message,
+                }
+            }
+            code => SeaweedError::Rpc {
+                code: code as i32,
+                message,
+            },
+        }
+    }
+
+    /// One unary call on the link to `addr`, bounded by the request timeout.
+    async fn unary<T, F, Fut>(
+        self: &Rc<Self>,
+        addr: &str,
+        topic: Option<&str>,
+        call: F,
+    ) -> SeaweedResult<T>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let client = self.client(addr).await?;
+        match tokio::time::timeout(self.request_timeout(), call(client)).await {
+            Err(_) => {
+                self.suspect(addr);
+                Err(SeaweedError::Timeout {
+                    timeout_ms: self.opts.request_timeout_ms,
+                })
+            }
+            Ok(Err(status)) => Err(self.status_error(addr, topic, status)),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+        }
+    }
+
+    // ---- routes ------------------------------------------------------------------------
+
+    async fn assignments(
+        self: &Rc<Self>,
+        name: &str,
+    ) -> SeaweedResult<Rc<Vec<BrokerPartitionAssignment>>> {
+        let ttl = Duration::from_millis(self.opts.route_ttl_ms);
+        if let Some(route) = self.routes.borrow().get(name) {
+            if route.fetched_at.elapsed() < ttl {
+                return Ok(route.assignments.clone());
+            }
+        }
+        let request = LookupTopicBrokersRequest {
+            topic: Some(self.topic(name)),
+        };
+        let bootstrap = self.bootstrap.clone();
+        let response = self
+            .unary(&bootstrap, Some(name), |mut c| async move {
+                c.lookup_topic_brokers(request).await
+            })
+            .await?;
+        if response.broker_partition_assignments.is_empty() {
+            return Err(SeaweedError::TopicNotFound {
+                topic: name.to_string(),
+            });
+        }
+        let assignments = Rc::new(response.broker_partition_assignments);
+        self.routes.borrow_mut().insert(
+            name.to_string(),
+            Route {
+                assignments: assignments.clone(),
+                fetched_at: Instant::now(),
+            },
+        );
+        Ok(assignments)
+    }
+
+    /// Forgets `name`'s assignments so that the next call looks them up again.
+    pub(crate) fn invalidate(&self, name: &str) {
+        self.routes.borrow_mut().remove(name);
+    }
+
+    /// The broker's partition for Kafka partition `kafka_partition`, and its leader.
+    pub(crate) async fn locate(
+        self: &Rc<Self>,
+        name: &str,
+        kafka_partition: i32,
+    ) -> SeaweedResult<(Partition, String)> {
+        let assignments = self.assignments(name).await?;
+        let found = ring::find_assignment(&assignments, kafka_partition)
+            .and_then(|a| Some((a.partition?, a.leader_broker.clone())));
+        match found {
+            Some((partition, leader)) if !leader.is_empty() => Ok((partition, leader)),
+            Some(_) => {
+                self.invalidate(name);
+                Err(SeaweedError::NotLeader {
+                    topic: name.to_string(),
+                    partition: kafka_partition,
+                    attempts: 1,
+                    reason: "partition has no leader".to_string(),
+                })
+            }
+            None => {
+                self.invalidate(name);
+                Err(SeaweedError::PartitionNotFound {
+                    topic: name.to_string(),
+                    partition: kafka_partition,
+                    partitions: assignments.len(),
+                })
+            }
+        }
+    }
+
+    // ---- calls -------------------------------------------------------------------------
+
+    async fn configure_topic(
+        self: &Rc<Self>,
+        name: &str,
+        partitions: i32,
+    ) -> SeaweedResult<TopicConfig> {
+        let request = ConfigureTopicRequest {
+            topic: Some(self.topic(name)),
+            partition_count: partitions,
+            ..Default::default()
+        };
+        let bootstrap = self.bootstrap.clone();
+        let response = self
+            .unary(&bootstrap, None, |mut c| async move {
+                c.configure_topic(request).await
+            })
+            .await;
+        // Whatever happened, the partitions may have moved.
+        self.invalidate(name);
+        Ok(topic_config(response?.broker_partition_assignments))
+    }
+
+    async fn list_topics(self: &Rc<Self>) -> SeaweedResult<Vec<String>> {
+        let bootstrap = self.bootstrap.clone();
+        let response = self
+            .unary(&bootstrap, None, |mut c| async move {
+                c.list_topics(ListTopicsRequest {}).await
+            })
+            .await?;
+        let mut names: Vec<String> = response
+            .topics
+            .into_iter()
+            .filter(|t| t.namespace == self.opts.namespace)
+            .map(|t| t.name)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn topic_exists(self: &Rc<Self>, name: &str) -> SeaweedResult<bool> {
+        let request = TopicExistsRequest {
+            topic: Some(self.topic(name)),
+        };
+        let bootstrap = self.bootstrap.clone();
+        let response = self
+            .unary(&bootstrap, None, |mut c| async move {
+                c.topic_exists(request).await
+            })
+            .await?;
+        Ok(response.exists)
+    }
+
+    async fn topic_config(self: &Rc<Self>, name: &str) -> SeaweedResult<TopicConfig> {
+        let request = GetTopicConfigurationRequest {
+            topic: Some(self.topic(name)),
+        };
+        let bootstrap = self.bootstrap.clone();
+        let response = self
+            .unary(&bootstrap, Some(name), |mut c| async move {
+                c.get_topic_configuration(request).await
+            })
+            .await?;
+        let mut config = topic_config(response.broker_partition_assignments);
+        if response.partition_count > 0 {
+            config.partition_count = response.partition_count;
+        }
+        Ok(config)
+    }
+
+    async fn partition_range(
+        self: &Rc<Self>,
+        name: &str,
+        kafka_partition: i32,
+    ) -> SeaweedResult<PartitionRange> {
+        let (partition, leader) = self.locate(name, kafka_partition).await?;
+        let request = GetPartitionRangeInfoRequest {
+            topic: Some(self.topic(name)),
+            partition: Some(partition),
+        };
+        let response = self
+            .unary(&leader, Some(name), |mut c| async move {
+                c.get_partition_range_info(request).await
+            })
+            .await?;
+        if !response.error.is_empty() {
+            return Err(SeaweedError::Broker {
+                code: broker_codes::UNKNOWN,
+                message: response.error,
+            });
+        }
+        let range = response.offset_range.unwrap_or_default();
+        Ok(PartitionRange {
+            earliest: range.earliest_offset,
+            high_water_mark: range.high_water_mark,
+        })
+    }
+
+    async fn fetch(
+        self: &Rc<Self>,
+        name: &str,
+        kafka_partition: i32,
+        offset: i64,
+        max_bytes: i32,
+        max_messages: i32,
+    ) -> SeaweedResult<FetchResult> {
+        let (partition, leader) = self.locate(name, kafka_partition).await?;
+        let request = FetchMessageRequest {
+            topic: Some(self.topic(name)),
+            partition: Some(partition),
+            start_offset: offset,
+            max_bytes,
+            max_messages,
+            ..Default::default()
+        };
+        let response = self
+            .unary(&leader, Some(name), |mut c| async move {
+                c.fetch_message(request).await
+            })
+            .await?;
+        match response.error_code {
+            0 if response.error.is_empty() => Ok(FetchResult {
+                messages: response.messages,
+                high_water_mark: response.high_water_mark,
+                log_start: response.log_start_offset,
+                next_offset: response.next_offset,
+                end_of_partition: response.end_of_partition,
+            }),
+            // FetchMessage's own code for an offset outside the log.
+            2 => Err(SeaweedError::OffsetOutOfRange {
+                offset,
+                log_start: response.log_start_offset,
+                high_water_mark: response.high_water_mark,
+            }),
+            code => {
+                if code == broker_codes::UNKNOWN || code == broker_codes::NOT_LEADER {
+                    // "partition not found" here usually means the partition moved.
+                    self.invalidate(name);
+                }
+                Err(SeaweedError::Broker {
+                    code: if code == 0 {
+                        broker_codes::UNKNOWN
+                    } else {
+                        code
+                    },
+                    message: response.error,
+                })
+            }
+        }
+    }
+}
+
+fn answer<T>(reply: Reply<T>, result: SeaweedResult<T>) {
+    // The caller may have stopped waiting; nothing to do then.
+    let _ = reply.send(result);
+}
+
+fn topic_config(mut assignments: Vec<BrokerPartitionAssignment>) -> TopicConfig {
+    let count = assignments.len() as i32;
+    assignments.sort_by_key(|a| a.partition.as_ref().map_or(i32::MAX, |p| p.range_start));
+    TopicConfig {
+        partition_count: count,
+        assignments: assignments
+            .into_iter()
+            .map(|a| {
+                let partition = a.partition.unwrap_or_default();
+                PartitionAssignment {
+                    kafka_partition: ring::kafka_partition_of(&partition, count),
+                    partition,
+                    leader: a.leader_broker,
+                    follower: a.follower_broker,
+                }
+            })
+            .collect(),
+    }
+}
+
+fn looks_like_not_found(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("not found") || m.contains("no such") || m.contains("not exist")
+}
+
+fn looks_like_transport(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("transport") || m.contains("connection") || m.contains("h2 protocol")
+}
+
+// ---- links ---------------------------------------------------------------------------------
+
+#[derive(Clone)]
+enum LinkState {
+    /// The first connection attempt is under way: calls wait for it (up to the connect timeout).
+    Connecting,
+    Up(Channel),
+    /// Reconnecting in the background; calls fail at once with the reason.
+    Down(String),
+}
+
+/// One broker address and the health of our connection to it.
+struct Link {
+    addr: String,
+    state: watch::Sender<LinkState>,
+    /// Signalled by calls that saw a broken connection.
+    suspect: Notify,
+}
+
+/// Keeps `link` connected for the life of the core.
+async fn maintain(core: Rc<Core>, link: Rc<Link>) {
+    let backoff_min = Duration::from_millis(core.opts.backoff_min_ms.max(1));
+    let backoff_max = Duration::from_millis(core.opts.backoff_max_ms).max(backoff_min);
+    let mut backoff = backoff_min;
+    let mut failures: u64 = 0;
+    loop {
+        match connect(&core, &link.addr).await {
+            Ok(channel) => {
+                if failures > 0 {
+                    log::info!("SeaweedMQ broker {}: reconnected", link.addr);
+                } else {
+                    log::info!("SeaweedMQ broker {}: connected", link.addr);
+                }
+                failures = 0;
+                backoff = backoff_min;
+                link.state.send_replace(LinkState::Up(channel.clone()));
+                // Healthy until a call says otherwise and a probe confirms it.
+                loop {
+                    link.suspect.notified().await;
+                    match probe(&core, channel.clone()).await {
+                        Ok(()) => continue,
+                        Err(reason) => {
+                            log::warn!("SeaweedMQ broker {}: connection lost: {reason}", link.addr);
+                            link.state.send_replace(LinkState::Down(reason));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(reason) => {
+                failures += 1;
+                // Lines after 1, 2, 4, 8... tries, so that a long outage does not flood the log.
+                if failures.is_power_of_two() {
+                    log::warn!(
+                        "SeaweedMQ broker {}: cannot connect ({failures} tries, next in {} ms): {reason}",
+                        link.addr,
+                        backoff.as_millis()
+                    );
+                }
+                link.state.send_replace(LinkState::Down(reason));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(backoff_max);
+            }
+        }
+    }
+}
+
+/// A new connection to `addr`, checked with one `FindBrokerLeader`.
+async fn connect(core: &Core, addr: &str) -> Result<Channel, String> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let connect_timeout = Duration::from_millis(core.opts.connect_timeout_ms);
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| format!("bad broker address: {e}"))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        // Within SeaweedFS's keepalive enforcement (pings no closer than 20 s apart).
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true)
+        // Room for large fetch responses without waiting on window updates.
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(16 << 20));
+    let channel = match tokio::time::timeout(connect_timeout, endpoint.connect()).await {
+        Err(_) => {
+            return Err(format!(
+                "connect timed out after {} ms",
+                connect_timeout.as_millis()
+            ))
+        }
+        Ok(Err(e)) => return Err(error_chain(&e)),
+        Ok(Ok(channel)) => channel,
+    };
+    probe(core, channel.clone()).await?;
+    Ok(channel)
+}
+
+/// Whether the connection carries calls: one `FindBrokerLeader`. An error status from the broker
+/// itself (for instance no balancer elected yet, which lasts a while after a broker restart)
+/// still proves the connection, and calls that do not need the balancer (publish and fetch on a
+/// partition's leader) work meanwhile; only transport failures count against the link.
+async fn probe(core: &Core, channel: Channel) -> Result<(), String> {
+    let mut client = core.new_client(channel);
+    let call = client.find_broker_leader(FindBrokerLeaderRequest::default());
+    match tokio::time::timeout(Duration::from_millis(core.opts.connect_timeout_ms), call).await {
+        Err(_) => Err("health check timed out".to_string()),
+        Ok(Err(status)) if is_transport_failure(&status) => {
+            Err(format!("health check: {}", status.message()))
+        }
+        Ok(Err(status)) => {
+            log::debug!("health check answered with an error: {}", status.message());
+            Ok(())
+        }
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+/// A status that says the call never reached the broker, or the connection died under it.
+fn is_transport_failure(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => true,
+        Code::Unknown | Code::Internal => looks_like_transport(status.message()),
+        _ => false,
+    }
+}
+
+/// An error and its sources on one line (tonic's transport errors say little at the top).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_config_sorts_by_ring_and_names_kafka_partitions() {
+        let a = |start, stop| BrokerPartitionAssignment {
+            partition: Some(Partition {
+                ring_size: ring::RING_SIZE,
+                range_start: start,
+                range_stop: stop,
+                unix_time_ns: 7,
+            }),
+            leader_broker: "127.0.0.1:17777".into(),
+            follower_broker: String::new(),
+        };
+        let config = topic_config(vec![a(1260, 2520), a(0, 1260)]);
+        assert_eq!(config.partition_count, 2);
+        let kafka: Vec<_> = config
+            .assignments
+            .iter()
+            .map(|a| a.kafka_partition)
+            .collect();
+        assert_eq!(kafka, vec![Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn error_text_classifiers() {
+        assert!(looks_like_not_found("topic kafka.x: not found"));
+        assert!(!looks_like_not_found("timeout"));
+        assert!(looks_like_transport("transport error"));
+    }
+}

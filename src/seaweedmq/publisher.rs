@@ -1,0 +1,527 @@
+//! One Kafka partition's publisher: a task on the gRPC core that owns the partition's
+//! `PublishMessage` stream to its leader.
+//!
+//! Callers' records queue in arrival order ([`Waiter`]s). The publisher sends them as `data`
+//! messages, many before any ack (pipelining, up to `max_in_flight_records`), and all records
+//! that are waiting when it gets to run go out together (coalescing; `linger_us` can hold them a
+//! little longer). With `ack_interval` 1 the broker answers every `data` message, in order, with
+//! the offset it assigned, so the n-th ack belongs to the n-th record sent: the oldest waiter
+//! with records in flight. A caller is answered once all of its records are acked.
+//!
+//! When the stream breaks, records sent but not acked are sent again on a new stream (after a
+//! new leader lookup when the broker said "not leader"). The broker may have stored some of them
+//! already, so a retry can duplicate records, as a Kafka producer's own retries can.
+
+use super::core::Core;
+use super::error::{broker_codes, SeaweedError, SeaweedResult};
+use super::pb::messaging_pb::publish_message_request::{InitMessage, Message};
+use super::pb::messaging_pb::{DataMessage, PublishMessageRequest, PublishMessageResponse};
+use super::Record;
+use futures::channel::{mpsc as stream_mpsc, oneshot};
+use futures::StreamExt;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+use tonic::{Status, Streaming};
+
+/// One caller's publish, as the dispatcher hands it over.
+pub(crate) struct PublishJob {
+    pub(crate) records: Vec<Record>,
+    pub(crate) reply: oneshot::Sender<SeaweedResult<Vec<i64>>>,
+    /// When the caller gets a timeout if its records are not all acked.
+    pub(crate) deadline: std::time::Instant,
+}
+
+/// A caller waiting for its records' offsets.
+struct Waiter {
+    records: Vec<Record>,
+    /// Records sent on the current stream: `records[..sent]`. Acked ones are `records[..acked]`
+    /// where `acked = offsets.len()`.
+    sent: usize,
+    offsets: Vec<i64>,
+    /// `None` once the caller has been answered (it timed out) while acks are still due.
+    reply: Option<oneshot::Sender<SeaweedResult<Vec<i64>>>>,
+    deadline: Instant,
+    bytes: usize,
+}
+
+impl Waiter {
+    fn in_flight(&self) -> usize {
+        self.sent - self.offsets.len()
+    }
+}
+
+/// The open stream to the partition's leader.
+struct OpenStream {
+    /// `data` messages go in here; tonic sends them as the request body.
+    tx: stream_mpsc::UnboundedSender<PublishMessageRequest>,
+    acks: Streaming<PublishMessageResponse>,
+    leader: String,
+}
+
+enum Event {
+    Job(Option<PublishJob>),
+    Ack(Option<Result<PublishMessageResponse, Status>>),
+    LingerDone,
+    Expired,
+}
+
+pub(crate) struct Publisher {
+    core: Rc<Core>,
+    topic: String,
+    partition: i32,
+    inbox: mpsc::UnboundedReceiver<PublishJob>,
+    waiters: VecDeque<Waiter>,
+    /// Index of the first waiter with records not yet sent.
+    send_idx: usize,
+    /// Records sent and not acked, over all waiters.
+    in_flight: usize,
+    /// Bytes of records not yet sent, and of all records held.
+    unsent_bytes: usize,
+    held_bytes: usize,
+    stream: Option<OpenStream>,
+    /// Armed while records linger; `flush` is set when it fires.
+    linger: Option<Pin<Box<Sleep>>>,
+    flush: bool,
+    /// Fires at the oldest answerable waiter's deadline.
+    expiry: Pin<Box<Sleep>>,
+    /// Streams that broke in a row without an ack in between.
+    failures: u32,
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        core: Rc<Core>,
+        topic: String,
+        partition: i32,
+        inbox: mpsc::UnboundedReceiver<PublishJob>,
+    ) -> Self {
+        Publisher {
+            core,
+            topic,
+            partition,
+            inbox,
+            waiters: VecDeque::new(),
+            send_idx: 0,
+            in_flight: 0,
+            unsent_bytes: 0,
+            held_bytes: 0,
+            stream: None,
+            linger: None,
+            flush: false,
+            expiry: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            failures: 0,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            if self.stream.is_none() && !self.waiters.is_empty() {
+                match self.open().await {
+                    Ok(stream) => self.stream = Some(stream),
+                    Err(e) => {
+                        self.fail_all(e);
+                        if self.inbox.is_empty() {
+                            // Nothing left to do (and maybe no such partition): end the task
+                            // rather than keep one per name ever asked for. No await between
+                            // the check and the removal, so no job can slip in.
+                            self.core.forget_publisher(&self.topic, self.partition);
+                            return;
+                        }
+                    }
+                }
+            }
+            self.pump();
+            match self.next_event().await {
+                Event::Job(None) => {
+                    // The core is shutting down.
+                    self.fail_all(SeaweedError::Shutdown);
+                    return;
+                }
+                Event::Job(Some(job)) => {
+                    self.enqueue(job);
+                    // Take everything already queued, so that it shares one write.
+                    while let Ok(job) = self.inbox.try_recv() {
+                        self.enqueue(job);
+                    }
+                }
+                Event::Ack(Some(Ok(ack))) => self.on_ack(ack),
+                Event::Ack(Some(Err(status))) => {
+                    let leader = self.stream.as_ref().map(|s| s.leader.clone());
+                    let error = match leader {
+                        Some(leader) => self.core.status_error(&leader, Some(&self.topic), status),
+                        None => SeaweedError::Rpc {
+                            code: status.code() as i32,
+                            message: status.message().to_string(),
+                        },
+                    };
+                    self.stream_broke(error);
+                }
+                Event::Ack(None) => {
+                    let addr = self
+                        .stream
+                        .as_ref()
+                        .map_or_else(String::new, |s| s.leader.clone());
+                    self.stream_broke(SeaweedError::Unavailable {
+                        addr,
+                        reason: "publish stream closed by the broker".to_string(),
+                    });
+                }
+                Event::LingerDone => {
+                    self.linger = None;
+                    self.flush = true;
+                }
+                Event::Expired => self.expire(),
+            }
+        }
+    }
+
+    async fn next_event(&mut self) -> Event {
+        self.arm_expiry();
+        let has_answerable = self.waiters.iter().any(|w| w.reply.is_some());
+        std::future::poll_fn(|cx| {
+            // Acks first: they free room in flight and answer callers.
+            if let Some(stream) = self.stream.as_mut() {
+                if let Poll::Ready(ack) = stream.acks.poll_next_unpin(cx) {
+                    return Poll::Ready(Event::Ack(ack));
+                }
+            }
+            if let Poll::Ready(job) = self.inbox.poll_recv(cx) {
+                return Poll::Ready(Event::Job(job));
+            }
+            if let Some(linger) = self.linger.as_mut() {
+                if linger.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::LingerDone);
+                }
+            }
+            if has_answerable && self.expiry.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Expired);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn arm_expiry(&mut self) {
+        if let Some(w) = self.waiters.iter().find(|w| w.reply.is_some()) {
+            if self.expiry.deadline() != w.deadline {
+                self.expiry.as_mut().reset(w.deadline);
+            }
+        }
+    }
+
+    fn enqueue(&mut self, job: PublishJob) {
+        let bytes: usize = job.records.iter().map(Record::size_bytes).sum();
+        if self.held_bytes + bytes > self.core.opts.max_partition_bytes && self.held_bytes > 0 {
+            let _ = job.reply.send(Err(SeaweedError::Overloaded {
+                capacity: self.core.opts.max_partition_bytes,
+            }));
+            return;
+        }
+        self.held_bytes += bytes;
+        self.unsent_bytes += bytes;
+        let count = job.records.len();
+        self.waiters.push_back(Waiter {
+            records: job.records,
+            sent: 0,
+            offsets: Vec::with_capacity(count),
+            reply: Some(job.reply),
+            deadline: Instant::from_std(job.deadline),
+            bytes,
+        });
+        if self.core.opts.linger_us > 0 && self.linger.is_none() && !self.flush {
+            let linger = Duration::from_micros(self.core.opts.linger_us);
+            self.linger = Some(Box::pin(tokio::time::sleep(linger)));
+        }
+    }
+
+    /// Sends what the in-flight limit and the linger allow.
+    fn pump(&mut self) {
+        let Some(stream) = self.stream.as_ref() else {
+            return;
+        };
+        let lingering = self.core.opts.linger_us > 0
+            && !self.flush
+            && self.unsent_bytes < self.core.opts.batch_bytes;
+        if lingering {
+            return;
+        }
+        let max_in_flight = self.core.opts.max_in_flight_records.max(1);
+        while self.in_flight < max_in_flight {
+            let Some(w) = self.waiters.get_mut(self.send_idx) else {
+                break;
+            };
+            if w.sent == w.records.len() {
+                self.send_idx += 1;
+                continue;
+            }
+            let record = &w.records[w.sent];
+            let data = PublishMessageRequest {
+                message: Some(Message::Data(DataMessage {
+                    key: record.key.clone(),
+                    value: record.value.clone(),
+                    ts_ns: record.ts_ns,
+                    ctrl: None,
+                })),
+            };
+            if stream.tx.unbounded_send(data).is_err() {
+                // The request side is gone; the ack side will report why.
+                break;
+            }
+            self.unsent_bytes -= record.size_bytes();
+            w.sent += 1;
+            self.in_flight += 1;
+        }
+        if self.unsent_bytes == 0 {
+            self.flush = false;
+            self.linger = None;
+        }
+    }
+
+    fn on_ack(&mut self, ack: PublishMessageResponse) {
+        if ack.error_code != 0 || !ack.error.is_empty() {
+            if ack.error_code == broker_codes::NOT_LEADER {
+                self.core.invalidate(&self.topic);
+            }
+            self.stream_broke(SeaweedError::Broker {
+                code: if ack.error_code == 0 {
+                    broker_codes::UNKNOWN
+                } else {
+                    ack.error_code
+                },
+                message: ack.error,
+            });
+            return;
+        }
+        let Some(w) = self.waiters.iter_mut().find(|w| w.in_flight() > 0) else {
+            log::error!(
+                "publish {}[{}]: ack for offset {} with nothing in flight; reopening the stream",
+                self.topic,
+                self.partition,
+                ack.assigned_offset
+            );
+            self.stream_broke(SeaweedError::Broker {
+                code: broker_codes::UNKNOWN,
+                message: "unexpected publish ack".to_string(),
+            });
+            return;
+        };
+        w.offsets.push(ack.assigned_offset);
+        self.in_flight -= 1;
+        self.failures = 0;
+        // Acks come in send order, so the waiters done are at the front.
+        while self
+            .waiters
+            .front()
+            .is_some_and(|w| w.offsets.len() == w.records.len())
+        {
+            let w = self.waiters.pop_front().expect("checked above");
+            self.held_bytes -= w.bytes;
+            self.send_idx = self.send_idx.saturating_sub(1);
+            if let Some(reply) = w.reply {
+                let _ = reply.send(Ok(w.offsets));
+            }
+        }
+        if ack.should_close {
+            self.stream_broke(SeaweedError::Unavailable {
+                addr: self
+                    .stream
+                    .as_ref()
+                    .map_or_else(String::new, |s| s.leader.clone()),
+                reason: "broker asked to close the publish stream".to_string(),
+            });
+        }
+    }
+
+    /// The stream is unusable: drop it and send its unacked records again on a new one, unless
+    /// it keeps breaking without progress.
+    fn stream_broke(&mut self, error: SeaweedError) {
+        if let Some(stream) = self.stream.take() {
+            log::warn!(
+                "publish {}[{}] to {}: stream broke with {} records in flight: {error}",
+                self.topic,
+                self.partition,
+                stream.leader,
+                self.in_flight
+            );
+        }
+        self.failures += 1;
+        if self.failures > self.core.opts.publish_retries {
+            self.failures = 0;
+            self.fail_all(error);
+            return;
+        }
+        self.rewind();
+    }
+
+    /// Marks every unacked record unsent. Callers that were already answered (timed out) are
+    /// dropped rather than re-sent: their producer retries on its own.
+    fn rewind(&mut self) {
+        self.waiters.retain(|w| w.reply.is_some());
+        for w in self.waiters.iter_mut() {
+            w.sent = w.offsets.len();
+        }
+        self.in_flight = 0;
+        self.send_idx = 0;
+        self.held_bytes = self.waiters.iter().map(|w| w.bytes).sum();
+        self.unsent_bytes = self
+            .waiters
+            .iter()
+            .map(|w| {
+                w.records[w.sent..]
+                    .iter()
+                    .map(Record::size_bytes)
+                    .sum::<usize>()
+            })
+            .sum();
+    }
+
+    /// Answers every waiting caller with `error` and forgets all records.
+    fn fail_all(&mut self, error: SeaweedError) {
+        for w in self.waiters.drain(..) {
+            if let Some(reply) = w.reply {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+        self.send_idx = 0;
+        self.in_flight = 0;
+        self.unsent_bytes = 0;
+        self.held_bytes = 0;
+        self.linger = None;
+        self.flush = false;
+        // A stream left open would deliver acks for records we no longer track.
+        self.stream = None;
+    }
+
+    /// Answers callers whose deadline passed. Their records already sent stay tracked (their
+    /// acks are still due, in order); the unsent rest is dropped.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let timeout_ms = self.core.opts.request_timeout_ms;
+        let mut changed = false;
+        for w in self.waiters.iter_mut() {
+            if w.deadline > now {
+                break;
+            }
+            if let Some(reply) = w.reply.take() {
+                let _ = reply.send(Err(SeaweedError::Timeout { timeout_ms }));
+                w.records.truncate(w.sent);
+                w.bytes = w.records.iter().map(Record::size_bytes).sum();
+                changed = true;
+            }
+        }
+        if changed {
+            // Waiters with nothing in flight are done for good.
+            self.waiters
+                .retain(|w| w.reply.is_some() || w.offsets.len() < w.records.len());
+            self.send_idx = self
+                .waiters
+                .iter()
+                .position(|w| w.sent < w.records.len())
+                .unwrap_or(self.waiters.len());
+            self.held_bytes = self.waiters.iter().map(|w| w.bytes).sum();
+            self.unsent_bytes = self
+                .waiters
+                .iter()
+                .map(|w| {
+                    w.records[w.sent..]
+                        .iter()
+                        .map(Record::size_bytes)
+                        .sum::<usize>()
+                })
+                .sum();
+        }
+    }
+
+    /// Opens a stream to the partition's leader: `init`, then the broker's empty hello. Looks
+    /// the leader up again when a broker says it is not (or no longer) the leader.
+    async fn open(&mut self) -> SeaweedResult<OpenStream> {
+        let attempts = self.core.opts.leader_lookup_attempts.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            if attempt > 1 {
+                // Give a moving partition a moment to settle.
+                let pause = self.core.opts.backoff_min_ms * u64::from(attempt - 1);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            let (partition, leader) = self.core.locate(&self.topic, self.partition).await?;
+            let mut client = self.core.client(&leader).await?;
+            let (tx, rx) = stream_mpsc::unbounded();
+            let init = PublishMessageRequest {
+                message: Some(Message::Init(InitMessage {
+                    topic: Some(self.core.topic(&self.topic)),
+                    partition: Some(partition),
+                    ack_interval: 1,
+                    follower_broker: String::new(),
+                    publisher_name: self.core.opts.publisher_name.clone(),
+                })),
+            };
+            tx.unbounded_send(init).expect("receiver held here");
+            let timeout = self.core.request_timeout();
+            let opened = tokio::time::timeout(timeout, async {
+                let mut acks = client.publish_message(rx).await?.into_inner();
+                let hello = acks.message().await?;
+                Ok::<_, Status>((acks, hello))
+            })
+            .await;
+            let (acks, hello) = match opened {
+                Err(_) => {
+                    self.core.suspect(&leader);
+                    return Err(SeaweedError::Timeout {
+                        timeout_ms: self.core.opts.request_timeout_ms,
+                    });
+                }
+                Ok(Err(status)) => {
+                    return Err(self.core.status_error(&leader, Some(&self.topic), status))
+                }
+                Ok(Ok(opened)) => opened,
+            };
+            let Some(hello) = hello else {
+                return Err(SeaweedError::Unavailable {
+                    addr: leader,
+                    reason: "publish stream closed before its hello".to_string(),
+                });
+            };
+            match hello.error_code {
+                0 if hello.error.is_empty() => {
+                    self.rewind();
+                    return Ok(OpenStream { tx, acks, leader });
+                }
+                broker_codes::NOT_LEADER
+                | broker_codes::TOPIC_NOT_FOUND
+                | broker_codes::PARTITION_NOT_FOUND => {
+                    log::info!(
+                        "publish {}[{}]: {leader} refused ({}): {}; looking up again",
+                        self.topic,
+                        self.partition,
+                        hello.error_code,
+                        hello.error
+                    );
+                    self.core.invalidate(&self.topic);
+                    last = hello.error;
+                }
+                code => {
+                    return Err(SeaweedError::Broker {
+                        code: if code == 0 {
+                            broker_codes::UNKNOWN
+                        } else {
+                            code
+                        },
+                        message: hello.error,
+                    })
+                }
+            }
+        }
+        Err(SeaweedError::NotLeader {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            attempts,
+            reason: last,
+        })
+    }
+}
