@@ -602,3 +602,38 @@ fn f_too_new_api_versions_gets_error_35_and_v0_body() {
     );
     k.assert_serving("ApiVersions v127");
 }
+
+/// SIGTERM with a connection open and a request answered: kelp stops accepting, closes the
+/// connection and exits with status 0 well within the 5 s the operator is promised.
+#[test]
+fn i_sigterm_exits_zero_within_five_seconds() {
+    let mut k = Kelp::start("i_sigterm");
+    let mut s = k.connect();
+    api_versions_v0(&mut s, 1).expect("ApiVersions before shutdown");
+    let started = std::time::Instant::now();
+    // SAFETY: kill(2) on the pid of our own child process.
+    let rc = unsafe { libc_kill(k.pid() as i32, 15) };
+    assert_eq!(rc, 0, "sending SIGTERM");
+    let deadline = started + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = k.child.try_wait().expect("waiting for kelp") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kelp still running 5 s after SIGTERM\n{}",
+            k.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "kelp exited with {status} after SIGTERM");
+    assert!(
+        std::net::TcpStream::connect(&k.addr).is_err(),
+        "kelp still accepts connections after exiting"
+    );
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
