@@ -95,8 +95,10 @@ pub struct Config {
     pub retention_bytes: i64,
 
     /// Microseconds a shard keeps busy-polling its sockets and inbox after the last activity
-    /// before it parks (0 parks at once: lowest CPU, highest latency).
-    #[arg(long, env = "KELP_SPIN_US", default_value_t = 2_000)]
+    /// before it parks. Spinning takes a wake-up (tens of microseconds on a VM) off every
+    /// request that arrives within the window, at the price of the core's time: give kelp
+    /// dedicated cores before raising it (the latency benchmarks use 2000). 0 parks at once.
+    #[arg(long, env = "KELP_SPIN_US", default_value_t = 50)]
     pub spin_us: u64,
 
     /// Glommio's preemption interval in microseconds: how often a spinning shard also polls

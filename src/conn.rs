@@ -176,6 +176,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         }
         if progress {
             last_active = Instant::now();
+            shard.touch();
             futures_lite::future::yield_now().await;
             continue;
         }
@@ -196,9 +197,15 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             continue;
         }
         let can_read = closing.is_none() && in_flight.len() < limits::CONNECTION_IN_FLIGHT_MAX;
+        // While other connections keep the shard spinning, its spinner polls this socket and
+        // wakes us (io_uring is looked at only every preemption interval then); when the whole
+        // shard parks, io_uring's peek wakes us.
+        let watch = can_read.then(|| shard.watch_fd(fd));
         let readable = async {
-            if can_read {
-                let _ = stream.peek(&mut peek_byte).await;
+            if let Some(w) = &watch {
+                let peek = stream.peek(&mut peek_byte);
+                futures::pin_mut!(peek);
+                let _ = futures::future::select(peek, w.notified()).await;
             } else {
                 futures::future::pending::<()>().await;
             }
@@ -219,6 +226,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         )) = woke
         {
             wbuf.extend_from_slice(&bytes);
+        }
+        if can_read {
+            shard.unwatch_fd(fd);
         }
         last_active = Instant::now();
     }

@@ -584,9 +584,9 @@ impl Coordinator {
         group.rebalance_deadline = None;
         group.generation_id += 1;
         if group.members.is_empty() {
+            // Kafka keeps the protocol type of an emptied group (tools list it as "consumer").
             group.state = GroupState::Empty;
             group.protocol_name = None;
-            group.protocol_type = None;
             group.leader = None;
             group.empty_since = Some(now);
             return;
@@ -640,7 +640,6 @@ impl Coordinator {
                     group.state = GroupState::Empty;
                     group.generation_id += 1;
                     group.protocol_name = None;
-                    group.protocol_type = None;
                     group.leader = None;
                     group.empty_since = Some(now);
                 } else {
@@ -836,16 +835,17 @@ impl Coordinator {
             };
         }
         Self::check_member(group, member_id, instance, generation)?;
+        // Like Kafka, a member of the current generation may commit while the group prepares a
+        // rebalance (clients commit on revoke before they rejoin); only once the new generation
+        // is being assigned is it too late.
         match group.state {
-            GroupState::Stable => {
+            GroupState::Stable | GroupState::PreparingRebalance => {
                 if let Some(m) = group.members.get_mut(member_id) {
                     m.last_heartbeat = now;
                 }
                 Ok(())
             }
-            GroupState::CompletingRebalance | GroupState::PreparingRebalance => {
-                Err(codes::REBALANCE_IN_PROGRESS)
-            }
+            GroupState::CompletingRebalance => Err(codes::REBALANCE_IN_PROGRESS),
             GroupState::Empty => Err(codes::UNKNOWN_MEMBER_ID),
         }
     }

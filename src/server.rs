@@ -8,6 +8,8 @@ use anyhow::{bail, Context};
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -98,7 +100,10 @@ async fn shard_main(
     bells: MeshBuilder<(), Full>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    let listener = match TcpListener::bind(config.listen) {
+    let bound = bind_reuseport(config.listen);
+    let listen_fd = bound.as_ref().map(|l| l.as_raw_fd()).unwrap_or(-1);
+    // SAFETY: the fd is a listening TCP socket we own; glommio takes it over whole.
+    let listener = match bound.map(|l| unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) }) {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(format!(
@@ -145,38 +150,85 @@ async fn shard_main(
     let _ = ready.send(Ok(()));
 
     loop {
+        // Take every pending connection without io_uring (a spinning shard looks at io_uring
+        // only every preemption interval), then wait for the next one: the spinner polls the
+        // listener while the shard is active, io_uring's accept covers a parked shard.
+        while let Some(stream) = accept_nonblocking(listen_fd) {
+            admit(&shard, &mesh, &config, stream);
+        }
+        if shard.stopping.get() {
+            break;
+        }
         let stop = shard.stop.notified();
+        let ready = shard.watch_fd(listen_fd);
         let accept = listener.accept();
         futures::pin_mut!(accept);
-        let stream = match futures::future::select(accept, stop).await {
-            futures::future::Either::Left((Ok(s), _)) => s,
+        let woke =
+            futures::future::select(accept, futures::future::select(ready.notified(), stop)).await;
+        shard.unwatch_fd(listen_fd);
+        match woke {
+            futures::future::Either::Left((Ok(s), _)) => admit(&shard, &mesh, &config, s),
             futures::future::Either::Left((Err(e), _)) => {
-                log::warn!("shard {id}: accept failed: {e}");
-                continue;
+                log::warn!("shard {id}: accept failed: {e}")
             }
-            futures::future::Either::Right(_) => break,
-        };
-        if mesh.connections.fetch_add(1, Ordering::SeqCst) >= config.max_connections {
-            mesh.connections.fetch_sub(1, Ordering::SeqCst);
-            log::warn!(
-                "refusing a connection: --max-connections {} reached",
-                config.max_connections
-            );
-            drop(stream);
-            continue;
+            futures::future::Either::Right(_) => {}
         }
-        shard.connections.set(shard.connections.get() + 1);
-        let s = shard.clone();
-        let m = mesh.clone();
-        glommio::spawn_local(async move {
-            conn::serve(s.clone(), stream).await;
-            s.connections.set(s.connections.get() - 1);
-            m.connections.fetch_sub(1, Ordering::SeqCst);
-        })
-        .detach();
     }
     drop(listener);
     inbox.await;
+}
+
+/// A non-blocking listening socket with SO_REUSEPORT, so that every shard can bind the address
+/// and the kernel spreads connections over them.
+fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Accepts one pending connection without blocking, if there is one.
+fn accept_nonblocking(listen_fd: RawFd) -> Option<glommio::net::TcpStream> {
+    // SAFETY: accept4 on our listening socket; a returned fd is new and owned by the stream.
+    let fd = unsafe {
+        libc::accept4(
+            listen_fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a connected TCP socket we just accepted and nobody else owns.
+    Some(unsafe { glommio::net::TcpStream::from_raw_fd(fd) })
+}
+
+/// Starts serving an accepted connection, unless `--max-connections` is reached.
+fn admit(shard: &Rc<Shard>, mesh: &Arc<Mesh>, config: &Config, stream: glommio::net::TcpStream) {
+    if mesh.connections.fetch_add(1, Ordering::SeqCst) >= config.max_connections {
+        mesh.connections.fetch_sub(1, Ordering::SeqCst);
+        log::warn!(
+            "refusing a connection: --max-connections {} reached",
+            config.max_connections
+        );
+        return;
+    }
+    shard.touch();
+    shard.connections.set(shard.connections.get() + 1);
+    let s = shard.clone();
+    let m = mesh.clone();
+    glommio::spawn_local(async move {
+        conn::serve(s.clone(), stream).await;
+        s.connections.set(s.connections.get() - 1);
+        m.connections.fetch_sub(1, Ordering::SeqCst);
+    })
+    .detach();
 }
 
 /// glommio registers memory with io_uring; a low RLIMIT_MEMLOCK makes executors fail to start.

@@ -30,6 +30,7 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -213,6 +214,12 @@ pub struct Shard {
     pub stop: Notify,
     /// Connections this shard serves now.
     pub connections: Cell<usize>,
+    /// When any task of this shard last did work; the spinner keeps polling until `--spin-us`
+    /// after it.
+    last_active: Cell<Instant>,
+    /// Sockets of parked connections (and the listener), polled by the spinner while the shard
+    /// is active; each entry wakes its task.
+    watched: RefCell<HashMap<RawFd, Notify>>,
 }
 
 impl Shard {
@@ -246,11 +253,54 @@ impl Shard {
             stopping: Cell::new(false),
             stop: Notify::default(),
             connections: Cell::new(0),
+            last_active: Cell::new(Instant::now()),
+            watched: RefCell::new(HashMap::new()),
         })
     }
 
     pub fn shards(&self) -> usize {
         self.mesh.shards()
+    }
+
+    /// Records that this shard just did work (keeps its spinner polling).
+    pub fn touch(&self) {
+        self.last_active.set(Instant::now());
+    }
+
+    /// Asks the spinner to watch `fd` for readability; the returned notifier fires when it is.
+    pub fn watch_fd(&self, fd: RawFd) -> Notify {
+        self.watched.borrow_mut().entry(fd).or_default().clone()
+    }
+
+    pub fn unwatch_fd(&self, fd: RawFd) {
+        self.watched.borrow_mut().remove(&fd);
+    }
+
+    /// One non-blocking poll(2) over the watched sockets; wakes the tasks of the ready ones.
+    fn poll_watched(&self, fds: &mut Vec<libc::pollfd>) -> usize {
+        fds.clear();
+        fds.extend(self.watched.borrow().keys().map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }));
+        if fds.is_empty() {
+            return 0;
+        }
+        // SAFETY: poll reads and writes exactly fds.len() pollfd structs we own; timeout 0.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+        if n <= 0 {
+            return 0;
+        }
+        let watched = self.watched.borrow();
+        let mut woke = 0;
+        for p in fds.iter().filter(|p| p.revents != 0) {
+            if let Some(n) = watched.get(&p.fd) {
+                n.notify_all();
+                woke += 1;
+            }
+        }
+        woke
     }
 
     pub fn topics(&self) -> Arc<TopicTable> {
@@ -670,15 +720,16 @@ impl Shard {
         bells: Vec<(usize, ConnectedReceiver<()>)>,
     ) {
         let spin = self.config.spin();
-        let mut last_active = Instant::now();
+        let mut pollfds = Vec::new();
         loop {
             let mut got = 0;
             while let Ok(env) = ends.inbox.try_recv() {
                 self.dispatch(env);
                 got += 1;
             }
+            got += self.poll_watched(&mut pollfds);
             if got > 0 {
-                last_active = Instant::now();
+                self.touch();
             }
             if self.stopping.get()
                 && self.connections.get() == 0
@@ -687,7 +738,7 @@ impl Shard {
             {
                 return;
             }
-            if got > 0 || last_active.elapsed() < spin {
+            if got > 0 || self.last_active.get().elapsed() < spin {
                 futures_lite::future::yield_now().await;
                 continue;
             }
@@ -709,7 +760,7 @@ impl Shard {
                 }
             }
             self.mesh.parked[self.id].store(false, Ordering::SeqCst);
-            last_active = Instant::now();
+            self.touch();
         }
     }
 }
