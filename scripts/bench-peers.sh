@@ -27,6 +27,7 @@
 #                                            the default features have no in-memory engine)
 #   KELP_BIN, LOADTEST_BIN                   use these binaries instead of `cargo build --release`
 #   BENCH_NOTE                               a line added to the report's machine section
+#   BENCH_KELP_SPIN_US                       kelp's --spin-us for the run (default 2000: the broker has its core to itself)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -176,7 +177,7 @@ fi
 if has_peer kelp; then
     banner "bench: kelp"
     port=$(free_port)
-    "$KELP_BIN" --listen "127.0.0.1:$port" --cores "$BROKER_CORE" >"$RUN_DIR/kelp.log" 2>&1 &
+    "$KELP_BIN" --listen "127.0.0.1:$port" --cores "$BROKER_CORE" --spin-us "${BENCH_KELP_SPIN_US:-2000}" >"$RUN_DIR/kelp.log" 2>&1 &
     pid=$!
     STARTED_PIDS+=("$pid")
     if wait_port "$port" "$pid" kelp 60 "$RUN_DIR/kelp.log"; then
