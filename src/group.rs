@@ -827,11 +827,11 @@ impl Coordinator {
             .or_insert_with(|| Group::new(now));
         if generation < 0 && member_id.is_empty() {
             // A commit from outside any generation (simple consumers, admin tools) is allowed
-            // while the group has no members.
+            // while the group has no members; with members, Kafka answers UNKNOWN_MEMBER_ID.
             return if group.state == GroupState::Empty {
                 Ok(())
             } else {
-                Err(codes::ILLEGAL_GENERATION)
+                Err(codes::UNKNOWN_MEMBER_ID)
             };
         }
         Self::check_member(group, member_id, instance, generation)?;
