@@ -1209,7 +1209,7 @@ mod tests {
         );
         assert_eq!(
             c.check_commit("g", "", None, -1, t0),
-            Err(codes::ILLEGAL_GENERATION)
+            Err(codes::UNKNOWN_MEMBER_ID)
         );
         assert_eq!(
             c.check_commit("g", &a, None, 7, t0),
