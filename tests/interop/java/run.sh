@@ -8,11 +8,23 @@ HERE=$PWD
 
 # client name -> kafka-clients version (newest 4.x and newest 3.9.x on Maven Central).
 VERSIONS=("java-4.x=4.4.0" "java-3.9=3.9.2")
-SCENARIOS=(${JAVA_SCENARIOS:-admin roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd idempotent-100k})
+# Group scenarios use group.protocol=classic. acceptance-kill (3 member JVMs, one SIGKILLed) runs
+# with the 4.x client only.
+SCENARIOS=(${JAVA_SCENARIOS:-admin roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd idempotent-100k
+    group-split group-split-roundrobin group-split-cooperative group-leave group-resume group-static group-two-groups
+    admin-groups acceptance-kill})
+ONLY_4X=" acceptance-kill "
+scenarios_for() { # client name -> the scenarios it runs
+    local s
+    for s in "${SCENARIOS[@]}"; do
+        if [ "$1" != "java-4.x" ] && [[ $ONLY_4X == *" $s "* ]]; then continue; fi
+        echo "$s"
+    done
+}
 
 skip_all() { # reason
     for spec in "${VERSIONS[@]}"; do
-        for s in "${SCENARIOS[@]}"; do echo "RESULT|${spec%%=*}|$s|skip|$1"; done
+        for s in $(scenarios_for "${spec%%=*}"); do echo "RESULT|${spec%%=*}|$s|skip|$1"; done
     done
     exit 0
 }
@@ -31,12 +43,14 @@ failed=0
 for spec in "${VERSIONS[@]}"; do
     name=${spec%%=*}
     version=${spec#*=}
+    mapfile -t scen < <(scenarios_for "$name")
+    [ ${#scen[@]} -gt 0 ] || continue
     out="$HERE/target/kafka-$version"
     mkdir -p "$out"
     if ! mvn -q -B -Dstyle.color=never -Dkafka.version="$version" -Dkelp.build.dir="$out" \
             package -DskipTests >"$out/build.log" 2>&1; then
         cat "$out/build.log" >&2
-        for s in "${SCENARIOS[@]}"; do
+        for s in "${scen[@]}"; do
             echo "RESULT|$name|$s|fail|maven build against kafka-clients $version failed (log above on stderr)"
         done
         failed=1
@@ -50,7 +64,7 @@ for spec in "${VERSIONS[@]}"; do
         -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
         -Dorg.slf4j.simpleLogger.logFile="$log" \
         -Dorg.slf4j.simpleLogger.showDateTime=true \
-        -cp "$cp" kelp.interop.Main "$name" "${SCENARIOS[@]}"
+        -cp "$cp" kelp.interop.Main "$name" "${scen[@]}"
     rc=$?
     if [ $rc -ne 0 ]; then
         failed=1

@@ -97,6 +97,9 @@ public final class Main {
             scenarios.add("admin");
             for (String c : CODECS) scenarios.add("roundtrip-" + c);
             scenarios.add("idempotent-100k");
+            scenarios.addAll(List.of("group-split", "group-split-roundrobin", "group-split-cooperative", "group-leave",
+                    "group-resume", "group-static", "group-two-groups", "admin-groups"));
+            if (client.equals("java-4.x")) scenarios.add("acceptance-kill");
         }
 
         if (bootstrap == null || bootstrap.isEmpty()) {
@@ -112,6 +115,24 @@ public final class Main {
                 run(s, 180, () -> roundtrip(codec));
             } else if (s.equals("idempotent-100k")) {
                 run(s, 420, Main::idempotent100k);
+            } else if (s.equals("group-split")) {
+                run(s, 120, () -> Groups.groupSplit(s, "range"));
+            } else if (s.equals("group-split-roundrobin")) {
+                run(s, 120, () -> Groups.groupSplit(s, "roundrobin"));
+            } else if (s.equals("group-split-cooperative")) {
+                run(s, 120, () -> Groups.groupSplit(s, "cooperative-sticky"));
+            } else if (s.equals("group-leave")) {
+                run(s, 180, Groups::groupLeave);
+            } else if (s.equals("group-resume")) {
+                run(s, 180, Groups::groupResume);
+            } else if (s.equals("group-static")) {
+                run(s, 180, Groups::groupStatic);
+            } else if (s.equals("group-two-groups")) {
+                run(s, 240, Groups::groupTwoGroups);
+            } else if (s.equals("admin-groups")) {
+                run(s, 180, Groups::adminGroups);
+            } else if (s.equals("acceptance-kill")) {
+                run(s, 420, Groups::acceptanceKill);
             } else {
                 result(s, "fail", "unknown scenario");
             }
