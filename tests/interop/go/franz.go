@@ -18,7 +18,7 @@ import (
 
 const franzName = "franz-go"
 
-var franzScenarios = []string{"create-topic", "admin", "roundtrip-none", "roundtrip-gzip", "roundtrip-snappy", "roundtrip-lz4", "roundtrip-zstd", "idempotent-100k"}
+var franzScenarios = append([]string{"create-topic", "admin", "roundtrip-none", "roundtrip-gzip", "roundtrip-snappy", "roundtrip-lz4", "roundtrip-zstd", "idempotent-100k"}, append(groupScenarioNames, "admin-groups")...)
 
 func franzNewClient(extra ...kgo.Opt) (*kgo.Client, error) {
 	opts := []kgo.Opt{
@@ -192,6 +192,10 @@ func runFranz(sel func(string) bool) {
 	}
 	if sel("idempotent-100k") {
 		runScenario(franzName, "idempotent-100k", 240*time.Second, franzIdempotentScenario)
+	}
+	runGroupScenarios(franzGroupClient, "franz", sel)
+	if sel("admin-groups") {
+		runScenario(franzName, "admin-groups", 150*time.Second, franzAdminGroupsScenario)
 	}
 }
 

@@ -6,10 +6,11 @@
 set -u
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
+groups="group-split group-leave group-resume group-two-groups group-static group-cooperative"
 declare -A scenarios=(
-  [franz-go]="create-topic admin roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd idempotent-100k"
-  [sarama]="create-topic admin roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd"
-  [kafka-go]="create-topic roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd"
+  [franz-go]="create-topic admin roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd idempotent-100k $groups admin-groups"
+  [sarama]="create-topic admin roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd $groups"
+  [kafka-go]="create-topic roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd $groups"
 )
 clients="franz-go sarama kafka-go"
 

@@ -15,7 +15,7 @@ import (
 
 const saramaName = "sarama"
 
-var saramaScenarios = []string{"create-topic", "admin", "roundtrip-none", "roundtrip-gzip", "roundtrip-snappy", "roundtrip-lz4", "roundtrip-zstd"}
+var saramaScenarios = append([]string{"create-topic", "admin", "roundtrip-none", "roundtrip-gzip", "roundtrip-snappy", "roundtrip-lz4", "roundtrip-zstd"}, groupScenarioNames...)
 
 func saramaConfig() *sarama.Config {
 	c := sarama.NewConfig()
@@ -175,6 +175,7 @@ func runSarama(sel func(string) bool) {
 			return roundtrip(ctx, saramaRT{}, cfg.prefix+"go-sarama-rt-"+codec, codec, recs, 60*time.Second)
 		})
 	}
+	runGroupScenarios(saramaGroupClient, "sarama", sel)
 }
 
 func saramaAdminScenario(ctx context.Context, topic string) (string, error) {

@@ -6,7 +6,7 @@ set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 
-RD_SCENARIOS="create-topic roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd idempotent-100k"
+RD_SCENARIOS="create-topic roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd idempotent-100k group-split group-leave group-resume group-two-groups group-static group-cooperative"
 RS_SCENARIOS="create-topic roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd"
 
 emit_all() { # status detail

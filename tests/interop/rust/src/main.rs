@@ -8,6 +8,7 @@
 //! `<client>/<scenario>` (e.g. `rskafka/` or `rdkafka-rs/roundtrip-zstd`).
 
 mod rdk;
+mod rdk_group;
 mod rsk;
 
 use std::future::Future;
@@ -163,6 +164,7 @@ fn main() {
         .expect("tokio runtime");
     rt.block_on(async {
         rdk::run_all(&ctx, &mut report).await;
+        rdk_group::run_all(&ctx, &mut report).await;
         rsk::run_all(&ctx, &mut report).await;
     });
     // librdkafka/rskafka background threads must not keep us alive.

@@ -31,7 +31,7 @@ pub struct LogCtx {
 }
 
 impl LogCtx {
-    fn new(name: &'static str) -> Self {
+    pub(crate) fn new(name: &'static str) -> Self {
         LogCtx {
             name,
             lines: Arc::new(Mutex::new(Vec::new())),
@@ -48,7 +48,7 @@ impl LogCtx {
     }
 
     /// The last few warnings/errors librdkafka reported, for a failure detail.
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let l = self.lines.lock().unwrap();
         if l.is_empty() {
             return String::new();
@@ -86,7 +86,7 @@ impl ClientContext for LogCtx {
 
 impl ConsumerContext for LogCtx {}
 
-fn base_config(ctx: &Ctx, client_id: &str) -> ClientConfig {
+pub(crate) fn base_config(ctx: &Ctx, client_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &ctx.bootstrap)
         .set("client.id", client_id)
@@ -207,10 +207,20 @@ fn compare(expected: &[Vec<&Expected>], got: &[Vec<Got>]) -> Result<(), String> 
 // Building blocks.
 
 async fn create_topic(ctx: &Ctx, topic: &str, logs: &LogCtx) -> Result<String, String> {
+    create_topic_with(ctx, topic, PARTITIONS, logs).await
+}
+
+/// Creates `topic` with `partitions` partitions and waits until Metadata shows each with a leader.
+pub(crate) async fn create_topic_with(
+    ctx: &Ctx,
+    topic: &str,
+    partitions: i32,
+    logs: &LogCtx,
+) -> Result<String, String> {
     let admin: AdminClient<LogCtx> = base_config(ctx, "kelp-interop-rdkafka-admin")
         .create_with_context(logs.clone())
         .map_err(|e| format!("AdminClient creation: {e}"))?;
-    let new_topic = NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1));
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new()
         .request_timeout(Some(Duration::from_secs(30)))
         .operation_timeout(Some(Duration::from_secs(30)));
@@ -231,7 +241,7 @@ async fn create_topic(ctx: &Ctx, topic: &str, logs: &LogCtx) -> Result<String, S
         return Err(format!("CreateTopics {name}: error {code:?} ({code})"));
     }
 
-    // The topic must show up in Metadata with 3 partitions, each with a leader.
+    // The topic must show up in Metadata with its partitions, each with a leader.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last;
     loop {
@@ -245,9 +255,9 @@ async fn create_topic(ctx: &Ctx, topic: &str, logs: &LogCtx) -> Result<String, S
                 Some(t) => {
                     if let Some(err) = t.error() {
                         format!("Metadata topic error {}", RDKafkaErrorCode::from(err))
-                    } else if t.partitions().len() != PARTITIONS as usize {
+                    } else if t.partitions().len() != partitions as usize {
                         format!(
-                            "Metadata reports {} partitions, created with {PARTITIONS}",
+                            "Metadata reports {} partitions, created with {partitions}",
                             t.partitions().len()
                         )
                     } else if let Some(bad) = t
@@ -264,11 +274,11 @@ async fn create_topic(ctx: &Ctx, topic: &str, logs: &LogCtx) -> Result<String, S
                     } else {
                         let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
                         ids.sort();
-                        if ids != (0..PARTITIONS).collect::<Vec<_>>() {
+                        if ids != (0..partitions).collect::<Vec<_>>() {
                             format!("Metadata partition ids {ids:?}")
                         } else {
                             return Ok(format!(
-                                "created {topic} with {PARTITIONS} partitions; metadata brokers {:?}",
+                                "created {topic} with {partitions} partitions; metadata brokers {:?}",
                                 md.brokers()
                                     .iter()
                                     .map(|b| format!("{}@{}:{}", b.id(), b.host(), b.port()))
