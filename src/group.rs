@@ -333,9 +333,7 @@ impl Coordinator {
             let group = self.groups.get_mut(&a.group_id).expect("inserted above");
             if let Some(instance) = &a.group_instance_id {
                 if let Some(old_id) = group.static_members.get(instance).cloned() {
-                    return Pending::Now(Self::replace_static_member(
-                        group, &old_id, new_id, a, now,
-                    ));
+                    return Self::replace_static_member(group, &config, &old_id, new_id, a, now);
                 }
             } else if a.require_known_member_id {
                 group.pending_members.insert(
@@ -454,13 +452,14 @@ impl Coordinator {
     /// answer from the current generation without a rebalance when the group is stable.
     fn replace_static_member(
         group: &mut Group,
+        config: &GroupConfig,
         old_id: &str,
         new_id: String,
         a: JoinArgs,
         now: Instant,
-    ) -> JoinResult {
+    ) -> Pending<JoinResult> {
         let Some(mut member) = group.members.shift_remove(old_id) else {
-            return JoinResult::error(codes::UNKNOWN_MEMBER_ID, "");
+            return Pending::Now(JoinResult::error(codes::UNKNOWN_MEMBER_ID, ""));
         };
         if let Some(w) = member.join_waiter.take() {
             let _ = w.send(JoinResult::error(codes::FENCED_INSTANCE_ID, old_id));
@@ -490,19 +489,19 @@ impl Coordinator {
             if group.leader.as_deref() == Some(new_id.as_str()) {
                 r.skip_assignment = true;
             }
-            return r;
+            return Pending::Now(r);
         }
-        // Anything else rebalances; the member rejoins with its new id.
-        JoinResult {
-            error: codes::NONE,
-            generation_id: group.generation_id,
-            protocol_type: group.protocol_type.clone(),
-            protocol_name: group.protocol_name.clone(),
-            leader: group.leader.clone().unwrap_or_default(),
-            member_id: new_id,
-            skip_assignment: false,
-            members: Vec::new(),
+        // Anything else (changed metadata, or a rebalance under way whose assignment would
+        // name the old id) rebalances, with the member waiting under its new id.
+        let (tx, rx) = oneshot::channel();
+        if let Some(m) = group.members.get_mut(&new_id) {
+            m.join_waiter = Some(tx);
         }
+        if group.state != GroupState::PreparingRebalance {
+            Self::prepare_rebalance(group, config, now);
+        }
+        Self::try_complete_join(group, now);
+        Pending::Later(rx)
     }
 
     fn join_result_for(group: &Group, member_id: &str) -> JoinResult {
@@ -1194,6 +1193,27 @@ mod tests {
         );
         let s2 = now_result(c.sync("g", &j2.member_id, Some("i1"), 1, None, None, vec![], t0));
         assert_eq!(&s2.assignment[..], b"X");
+    }
+
+    #[test]
+    fn static_member_rejoining_during_a_rebalance_waits_for_it() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(config(0));
+        let mut rx = later(c.join(args("", Some("i1")), t0));
+        let old = rx.try_recv().unwrap().unwrap().member_id;
+        let mut s = later(c.sync("g", &old, Some("i1"), 1, None, None, vec![], t0));
+        assert_eq!(s.try_recv().unwrap().unwrap().error, 0);
+        // A second member starts a rebalance; then the static member restarts.
+        let (b, mut rb) = join_new(&mut c, t0);
+        let mut r2 = later(c.join(args("", Some("i1")), t0));
+        // Both have now joined: generation 2 names the new id, never the old one.
+        let j2 = r2.try_recv().unwrap().unwrap();
+        let jb = rb.try_recv().unwrap().unwrap();
+        assert_eq!((j2.generation_id, jb.generation_id), (2, 2));
+        assert_ne!(j2.member_id, old);
+        let leader_view = if j2.members.is_empty() { &jb } else { &j2 };
+        let ids: Vec<&String> = leader_view.members.iter().map(|(id, _, _)| id).collect();
+        assert!(ids.contains(&&j2.member_id) && ids.contains(&&b) && !ids.contains(&&old));
     }
 
     #[test]
