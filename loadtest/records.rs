@@ -25,18 +25,7 @@ const OFFSET_MAX_TIMESTAMP: usize = 35;
 /// Bytes at the start of a record value that carry its send time.
 pub const STAMP_BYTES: usize = 8;
 
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        let b = (z & 0x7f) as u8;
-        z >>= 7;
-        if z == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
+use kelp::protocol::batch::put_varint;
 
 /// A batch of `records` records with null keys and `value_bytes`-byte values, and where each
 /// value starts inside it.

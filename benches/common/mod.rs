@@ -64,18 +64,7 @@ pub fn pin(core: usize) -> bool {
 
 /// A valid magic-2 batch of `n` records with `value_bytes`-byte values (null keys).
 pub fn batch(n: usize, value_bytes: usize) -> Vec<u8> {
-    fn varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            let b = (z & 0x7f) as u8;
-            z >>= 7;
-            if z == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
+    let varint = kelp::protocol::batch::put_varint;
     let mut body = Vec::new();
     for i in 0..n {
         let mut r = vec![0u8];

@@ -250,6 +250,20 @@ pub fn read_varint(buf: &[u8], at: &mut usize) -> Result<i64, BatchError> {
     Ok(((value >> 1) as i64) ^ -((value & 1) as i64))
 }
 
+/// Appends `v` as a zig-zag varint (Kafka's `varint`/`varlong`), the inverse of [`read_varint`].
+pub fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        let b = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
 /// One record's fields as offsets into the decompressed record bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordView<'a> {
@@ -469,18 +483,7 @@ pub(crate) mod tests_support {
 
     /// Builds a v2 batch by hand so the tests do not depend on another encoder.
     pub fn build_batch(records: &[(&[u8], &[u8])], base_ts: i64) -> Vec<u8> {
-        fn varint(out: &mut Vec<u8>, v: i64) {
-            let mut z = ((v << 1) ^ (v >> 63)) as u64;
-            loop {
-                let b = (z & 0x7f) as u8;
-                z >>= 7;
-                if z == 0 {
-                    out.push(b);
-                    break;
-                }
-                out.push(b | 0x80);
-            }
-        }
+        let varint = put_varint;
         let mut body = Vec::new();
         for (i, (k, v)) in records.iter().enumerate() {
             let mut r = vec![0u8];
