@@ -4,7 +4,7 @@
 # Optional: NODE_SCENARIOS="admin roundtrip-gzip" to run a subset.
 set -u
 cd "$(dirname "$0")"
-SCENARIOS=(${NODE_SCENARIOS:-admin roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd})
+SCENARIOS=(${NODE_SCENARIOS:-admin roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd group-split group-leave group-resume group-two-groups})
 
 skip_all() {
     for s in "${SCENARIOS[@]}"; do echo "RESULT|kafkajs|$s|skip|$1"; done

@@ -260,3 +260,106 @@ class Progress:
         if now > self.hard:
             return f"{self.what}: not done after {now - self.t0:.0f}s (state: {self.mark})"
         return None
+
+
+# ---------------------------------------------------------------------------------------
+# Consumer groups (confluent_groups.py, kafka_python_groups.py)
+# ---------------------------------------------------------------------------------------
+
+# How long a group may take to reach an expected state (joined, rebalanced, consumed).
+# Generous: a rebalance after a member leaves or dies takes a few heartbeats (plus the
+# session timeout when it dies), the first join of an empty group waits the broker's initial
+# rebalance delay (3 s by default), and CI machines are slow.
+GROUP_DEADLINE_S = float(os.environ.get("KELP_INTEROP_GROUP_DEADLINE_S", "75"))
+
+
+def wait_until(what, check, between=None, timeout_s=None):
+    """Call between() (e.g. poll every member: rebalance callbacks only run inside poll) and
+    then check() -> (done, state) until done. Returns (seconds waited, state). Raises Fail
+    with the last state when not done within timeout_s (GROUP_DEADLINE_S)."""
+    timeout_s = GROUP_DEADLINE_S if timeout_s is None else timeout_s
+    t0 = time.monotonic()
+    state = None
+    while True:
+        if between is not None:
+            between()
+        else:
+            time.sleep(0.1)
+        done, state = check()
+        if done:
+            return time.monotonic() - t0, state
+        if time.monotonic() - t0 > timeout_s:
+            raise Fail(f"{what}: not reached within {timeout_s:.0f}s; last state: {state}")
+
+
+def split_problem(owned, partitions, allow_empty_member=False):
+    """owned: {member name: iterable of partition numbers} of one topic. None when partitions
+    0..partitions-1 are each owned by exactly one member (and, unless allow_empty_member,
+    every member owns at least one); otherwise what is wrong."""
+    owners = {}
+    for m, ps in owned.items():
+        for p in ps:
+            owners.setdefault(p, []).append(m)
+    problems = []
+    twice = {p: ms for p, ms in sorted(owners.items()) if len(ms) > 1}
+    if twice:
+        problems.append(f"owned by more than one member: {twice}")
+    missing = [p for p in range(partitions) if p not in owners]
+    if missing:
+        problems.append(f"owned by nobody: {missing}")
+    extra = sorted(p for p in owners if not 0 <= p < partitions)
+    if extra:
+        problems.append(f"unknown partitions owned: {extra}")
+    if not allow_empty_member:
+        idle = sorted(m for m, ps in owned.items() if not list(ps))
+        if idle:
+            problems.append(f"members owning nothing: {idle}")
+    return "; ".join(problems) or None
+
+
+def fmt_owned(owned):
+    return "{" + ", ".join(f"{m}: {sorted(ps)}" for m, ps in sorted(owned.items())) + "}"
+
+
+class ConsumedLog:
+    """What the members of one group consumed: (partition, offset) -> [member names], checked
+    against what was produced ({(partition, offset): key})."""
+
+    def __init__(self, topic):
+        self.topic = topic
+        self.seen = {}
+        self.bad = []  # (member, partition, offset, key, why)
+
+    def add(self, member, partition, offset, key, produced):
+        want = produced.get((partition, offset), "<not produced>")
+        if want != key:
+            self.bad.append((member, partition, offset, key,
+                             f"key {short(key)} but {short(want)} was produced there"))
+        self.seen.setdefault((partition, offset), []).append(member)
+
+    def missing(self, produced):
+        return sorted(k for k in produced if k not in self.seen)
+
+    def complete(self, produced):
+        return len(produced) - len(self.missing(produced)), len(produced)
+
+    def check(self, produced, exactly_once=True, what="the group"):
+        """Raise Fail on a wrong record, a record never consumed, or (exactly_once) a record
+        consumed twice."""
+        if self.bad:
+            m, p, o, _k, why = self.bad[0]
+            raise Fail(f"{self.topic}: member {m} read partition {p} offset {o} with {why}")
+        miss = self.missing(produced)
+        if miss:
+            raise Fail(f"{self.topic}: {len(miss)} of {len(produced)} records never consumed by "
+                       f"{what}; first (partition, offset): {miss[:5]}")
+        extra = sorted(k for k in self.seen if k not in produced)
+        if extra:
+            raise Fail(f"{self.topic}: {what} read records that were not produced: {extra[:5]}")
+        if exactly_once:
+            dups = {k: v for k, v in sorted(self.seen.items()) if len(v) > 1}
+            if dups:
+                first = list(dups.items())[:4]
+                raise Fail(f"{self.topic}: {len(dups)} records consumed more than once by {what} "
+                           f"although every member commits what it processed before giving a "
+                           f"partition up; first (partition, offset): readers: {first}")

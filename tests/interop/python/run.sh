@@ -13,13 +13,15 @@ PROG_TIMEOUT=${KELP_INTEROP_PROGRAM_TIMEOUT:-200}
 CODECS=(none gzip snappy lz4 zstd)
 CK_ROUNDTRIP=(create-topic "${CODECS[@]/#/roundtrip-}" admin)
 KP_ROUNDTRIP=(create-topic "${CODECS[@]/#/roundtrip-}" admin)
+CK_GROUPS=(group-split group-leave group-kill group-resume group-static group-two-groups acceptance-groups)
+KP_GROUPS=(group-split group-leave group-resume group-two-groups)
 
 emit_all() { # status detail -> one line for every scenario of both clients
     local status=$1 detail=$2 s
-    for s in "${CK_ROUNDTRIP[@]}" acceptance-20k idempotent-100k; do
+    for s in "${CK_ROUNDTRIP[@]}" acceptance-20k idempotent-100k "${CK_GROUPS[@]}"; do
         echo "RESULT|confluent-kafka|$s|$status|$detail"
     done
-    for s in "${KP_ROUNDTRIP[@]}"; do
+    for s in "${KP_ROUNDTRIP[@]}" "${KP_GROUPS[@]}"; do
         echo "RESULT|kafka-python|$s|$status|$detail"
     done
 }
@@ -55,20 +57,21 @@ PY=$VENV/bin/python
 
 # --- run the programs --------------------------------------------------------------------------
 rc=0
-# run_prog <client> <program.py> <scenario...>: runs the program under a timeout; any declared
-# scenario it did not report (crash, hang, kill) is reported as fail here.
+# run_prog <client> <program.py> <scenario...>: runs the program under a timeout
+# (RUN_TIMEOUT=<s> run_prog ... to change it for one program); any declared scenario it did
+# not report (crash, hang, kill) is reported as fail here.
 run_prog() {
     local client=$1 prog=$2
     shift 2
-    local out status=0 s
+    local out status=0 s limit=${RUN_TIMEOUT:-$PROG_TIMEOUT}
     out=$(mktemp)
     echo "[python] === $prog ($client) ===" >&2
     # --foreground: stay in the suite's process group, so the harness can stop us as a whole
-    timeout --foreground --kill-after=20 "$PROG_TIMEOUT" "$PY" -u "$HERE/$prog" | tee "$out" || status=$?
+    timeout --foreground --kill-after=20 "$limit" "$PY" -u "$HERE/$prog" | tee "$out" || status=$?
     if [[ $status -ne 0 ]]; then
         rc=1
         local why="$prog exited with status $status"
-        [[ $status -eq 124 || $status -eq 137 ]] && why="$prog timed out after ${PROG_TIMEOUT}s"
+        [[ $status -eq 124 || $status -eq 137 ]] && why="$prog timed out after ${limit}s"
         for s in "$@"; do
             if ! grep -q "^RESULT|$client|$s|" "$out"; then
                 echo "RESULT|$client|$s|fail|$why before reporting this scenario"
@@ -83,4 +86,7 @@ run_prog confluent-kafka confluent_roundtrip.py "${CK_ROUNDTRIP[@]}"
 run_prog kafka-python kafka_python_roundtrip.py "${KP_ROUNDTRIP[@]}"
 run_prog confluent-kafka confluent_acceptance.py acceptance-20k
 run_prog confluent-kafka confluent_idempotent.py idempotent-100k
+# consumer groups: about 1 min when things work; the limits cap a run whose waits time out
+RUN_TIMEOUT=${KELP_INTEROP_GROUPS_TIMEOUT:-360} run_prog confluent-kafka confluent_groups.py "${CK_GROUPS[@]}"
+RUN_TIMEOUT=${KELP_INTEROP_GROUPS_TIMEOUT:-240} run_prog kafka-python kafka_python_groups.py "${KP_GROUPS[@]}"
 exit $rc
