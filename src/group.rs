@@ -7,6 +7,7 @@
 //! Requests that must wait (JoinGroup until the rebalance completes, SyncGroup until the leader
 //! sends the assignment) get a oneshot receiver; the coordinator completes it later.
 
+use crate::storage::GroupOffsets;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use indexmap::IndexMap;
@@ -174,7 +175,8 @@ pub struct Group {
     /// During the initial delay: when the delay ends and how far it may be pushed back.
     initial_delay_end: Option<Instant>,
     initial_delay_limit: Option<Instant>,
-    pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Committed offsets, through the storage seam.
+    pub offsets: GroupOffsets<CommittedOffset>,
     empty_since: Option<Instant>,
 }
 
@@ -192,7 +194,7 @@ impl Group {
             rebalance_deadline: None,
             initial_delay_end: None,
             initial_delay_limit: None,
-            offsets: BTreeMap::new(),
+            offsets: GroupOffsets::default(),
             empty_since: Some(now),
         }
     }
@@ -864,7 +866,7 @@ impl Coordinator {
             return codes::OFFSET_METADATA_TOO_LARGE;
         }
         if let Some(g) = self.groups.get_mut(group_id) {
-            g.offsets.insert((topic.to_string(), partition), offset);
+            g.offsets.insert(topic, partition, offset);
         }
         codes::NONE
     }
@@ -875,10 +877,7 @@ impl Coordinator {
         topic: &str,
         partition: i32,
     ) -> Option<&CommittedOffset> {
-        self.groups
-            .get(group_id)?
-            .offsets
-            .get(&(topic.to_string(), partition))
+        self.groups.get(group_id)?.offsets.get(topic, partition)
     }
 
     /// Deletes an empty group and its offsets.
@@ -913,7 +912,7 @@ impl Coordinator {
                 Some(s) if s.contains(t) => codes::GROUP_SUBSCRIBED_TO_TOPIC,
                 None => codes::GROUP_SUBSCRIBED_TO_TOPIC,
                 Some(_) => {
-                    g.offsets.remove(&(t.clone(), *p));
+                    g.offsets.remove(t, *p);
                     codes::NONE
                 }
             })
@@ -1428,7 +1427,7 @@ pub async fn apply(coordinator: &std::cell::RefCell<Coordinator>, op: GroupOp) -
                 None => {
                     let mut by_topic: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
                     if let Some(g) = c.groups.get(&group) {
-                        for ((t, p), o) in &g.offsets {
+                        for ((t, p), o) in g.offsets.iter() {
                             by_topic.entry(t.clone()).or_default().push((
                                 *p,
                                 o.offset,

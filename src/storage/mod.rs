@@ -136,6 +136,62 @@ impl PartitionLog {
     }
 }
 
+/// The committed offsets of one consumer group, whatever the backend. The group coordinator
+/// reads and writes offsets only through this; the embedded backend keeps them in memory, a
+/// persistent backend writes each change through before the commit is answered.
+pub enum GroupOffsets<V> {
+    Memory(std::collections::BTreeMap<(String, i32), V>),
+}
+
+impl<V> Default for GroupOffsets<V> {
+    fn default() -> Self {
+        GroupOffsets::Memory(std::collections::BTreeMap::new())
+    }
+}
+
+impl<V> GroupOffsets<V> {
+    pub fn get(&self, topic: &str, partition: i32) -> Option<&V> {
+        match self {
+            GroupOffsets::Memory(m) => m.get(&(topic.to_string(), partition)),
+        }
+    }
+
+    pub fn insert(&mut self, topic: &str, partition: i32, value: V) {
+        match self {
+            GroupOffsets::Memory(m) => {
+                m.insert((topic.to_string(), partition), value);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, topic: &str, partition: i32) {
+        match self {
+            GroupOffsets::Memory(m) => {
+                m.remove(&(topic.to_string(), partition));
+            }
+        }
+    }
+
+    pub fn retain(&mut self, keep: impl FnMut(&(String, i32), &mut V) -> bool) {
+        match self {
+            GroupOffsets::Memory(m) => m.retain(keep),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            GroupOffsets::Memory(m) => m.is_empty(),
+        }
+    }
+
+    /// Every (topic, partition) and its value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&(String, i32), &V)> {
+        match self {
+            GroupOffsets::Memory(m) => m.iter(),
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     //! Conformance scenarios every backend must pass.
@@ -222,6 +278,26 @@ pub(crate) mod tests {
                     timestamp: 202
                 }
             );
+        }
+    }
+
+    #[test]
+    fn group_offsets_round_trip() {
+        // One backend today; each new one gets its own constructor here.
+        let backends: Vec<fn() -> GroupOffsets<i64>> = vec![GroupOffsets::default];
+        for make in backends {
+            let mut o = make();
+            assert!(o.is_empty());
+            o.insert("t", 1, 10);
+            o.insert("t", 0, 5);
+            o.insert("t", 1, 11);
+            assert_eq!(o.get("t", 1), Some(&11));
+            assert_eq!(o.get("u", 1), None);
+            let keys: Vec<_> = o.iter().map(|(k, v)| (k.1, *v)).collect();
+            assert_eq!(keys, vec![(0, 5), (1, 11)]);
+            o.remove("t", 0);
+            o.retain(|_, v| *v > 100);
+            assert!(o.is_empty());
         }
     }
 
