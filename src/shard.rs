@@ -721,6 +721,19 @@ impl Shard {
     ) {
         let spin = self.config.spin();
         let mut pollfds = Vec::new();
+        // One task per doorbell keeps a single receive pending and turns each ring into a
+        // local notification. Re-polling fresh receives on every idle cycle leaked a waker per
+        // poll inside glommio 0.9 and panicked a shard after about 16,000 idle cycles.
+        let bell = Notify::default();
+        for (_, r) in bells {
+            let bell = bell.clone();
+            glommio::spawn_local(async move {
+                while r.recv().await.is_some() {
+                    bell.notify_all();
+                }
+            })
+            .detach();
+        }
         loop {
             let mut got = 0;
             while let Ok(env) = ends.inbox.try_recv() {
@@ -742,6 +755,7 @@ impl Shard {
                 futures_lite::future::yield_now().await;
                 continue;
             }
+            let rung = bell.notified();
             self.mesh.parked[self.id].store(true, Ordering::SeqCst);
             if ends.inbox.is_empty() {
                 // The safety timer bounds the cost of a wake-up that never comes (and lets the
@@ -749,15 +763,7 @@ impl Shard {
                 let safety =
                     glommio::timer::sleep(Duration::from_millis(limits::PARKED_INBOX_CHECK_MS));
                 futures::pin_mut!(safety);
-                if bells.is_empty() {
-                    // One shard: nobody else can write to the inbox but the signal thread.
-                    safety.await;
-                } else {
-                    let rings = futures::future::select_all(
-                        bells.iter().map(|(_, r)| r.recv().boxed_local()),
-                    );
-                    let _ = futures::future::select(rings, safety).await;
-                }
+                let _ = futures::future::select(rung, safety).await;
             }
             self.mesh.parked[self.id].store(false, Ordering::SeqCst);
             self.touch();
