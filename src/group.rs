@@ -460,7 +460,7 @@ impl Coordinator {
         a: JoinArgs,
         now: Instant,
     ) -> Pending<JoinResult> {
-        let Some(mut member) = group.members.shift_remove(old_id) else {
+        let Some((index, _, mut member)) = group.members.shift_remove_full(old_id) else {
             return Pending::Now(JoinResult::error(codes::UNKNOWN_MEMBER_ID, ""));
         };
         if let Some(w) = member.join_waiter.take() {
@@ -474,9 +474,9 @@ impl Coordinator {
         member.rebalance_timeout = Duration::from_millis(a.rebalance_timeout_ms as u64);
         member.client_id = a.client_id;
         member.client_host = a.client_host;
-        let protocols_changed = member.protocols != a.protocols;
         member.protocols = a.protocols;
-        group.members.insert(new_id.clone(), member);
+        // Same place in the member order, so the protocol vote's tie-break is unchanged.
+        group.members.shift_insert(index, new_id.clone(), member);
         if let Some(instance) = &a.group_instance_id {
             group
                 .static_members
@@ -485,7 +485,11 @@ impl Coordinator {
         if group.leader.as_deref() == Some(old_id) {
             group.leader = Some(new_id.clone());
         }
-        if group.state == GroupState::Stable && !protocols_changed {
+        // Like Kafka: the new metadata is stored, and only a change of the protocol the group
+        // would select rebalances. A restarted client's metadata always differs (it owns no
+        // partitions yet), which alone must not disturb the others.
+        let selection_unchanged = group.select_protocol() == group.protocol_name;
+        if group.state == GroupState::Stable && selection_unchanged {
             let mut r = Self::join_result_for(group, &new_id);
             // The leader already assigned this generation; it must not assign again.
             if group.leader.as_deref() == Some(new_id.as_str()) {
@@ -1192,6 +1196,49 @@ mod tests {
         );
         let s2 = now_result(c.sync("g", &j2.member_id, Some("i1"), 1, None, None, vec![], t0));
         assert_eq!(&s2.assignment[..], b"X");
+    }
+
+    #[test]
+    fn static_restart_with_new_metadata_keeps_the_generation() {
+        // A restarted client owns nothing yet, so its subscription bytes differ from the
+        // old member's; Kafka keeps the generation unless the selected protocol changes.
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(config(0));
+        let mut r1 = later(c.join(args("", Some("i1")), t0));
+        let a = r1.try_recv().unwrap().unwrap().member_id;
+        let mut sa = later(c.sync("g", &a, Some("i1"), 1, None, None, vec![], t0));
+        assert_eq!(sa.try_recv().unwrap().unwrap().error, 0);
+        let (b, mut rb) = join_new(&mut c, t0);
+        let mut ra = later(c.join(args(&a, Some("i1")), t0));
+        assert_eq!(rb.try_recv().unwrap().unwrap().generation_id, 2);
+        assert_eq!(ra.try_recv().unwrap().unwrap().generation_id, 2);
+        let mut sb = later(c.sync("g", &b, None, 2, None, None, vec![], t0));
+        let mut sa = later(c.sync("g", &a, Some("i1"), 2, None, None, vec![], t0));
+        assert_eq!(sa.try_recv().unwrap().unwrap().error, 0);
+        assert_eq!(sb.try_recv().unwrap().unwrap().error, 0);
+        let mut restart = args("", Some("i1"));
+        restart.protocols = vec![("range".into(), Bytes::from_static(b"fresh"))];
+        let j = now_result(c.join(restart, t0));
+        assert_eq!((j.error, j.generation_id), (codes::NONE, 2));
+        assert_eq!(c.groups["g"].state, GroupState::Stable);
+        assert_eq!(c.heartbeat("g", &b, None, 2, t0), codes::NONE);
+        // A change of the protocol the group would select does rebalance.
+        let mut other = args("", Some("i1"));
+        other.protocols = vec![
+            ("roundrobin".into(), Bytes::new()),
+            ("range".into(), Bytes::new()),
+        ];
+        let mut c2 = Coordinator::new(config(0));
+        let mut r = later(c2.join(args("", Some("i1")), t0));
+        let x = r.try_recv().unwrap().unwrap().member_id;
+        let mut sx = later(c2.sync("g", &x, Some("i1"), 1, None, None, vec![], t0));
+        assert_eq!(sx.try_recv().unwrap().unwrap().error, 0);
+        let mut rr = later(c2.join(other, t0));
+        let j = rr.try_recv().unwrap().unwrap();
+        assert_eq!(
+            (j.generation_id, j.protocol_name.as_deref()),
+            (2, Some("roundrobin"))
+        );
     }
 
     #[test]
