@@ -201,7 +201,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         // wakes us (io_uring is looked at only every preemption interval then); when the whole
         // shard parks, io_uring's peek wakes us.
         let watch = can_read.then(|| shard.watch_fd(fd));
-        let readable = async {
+        let readable = crate::util::PollOnOwnWake::new(async {
             if let Some(w) = &watch {
                 let peek = stream.peek(&mut peek_byte);
                 futures::pin_mut!(peek);
@@ -209,7 +209,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             } else {
                 futures::future::pending::<()>().await;
             }
-        };
+        });
         let response = async {
             if in_flight.is_empty() {
                 futures::future::pending::<Option<Option<Bytes>>>().await
