@@ -37,6 +37,16 @@ pub mod limits {
     pub const GROUP_TICK_MS: u64 = 100;
     /// A parked shard looks at its inbox at least this often, whatever its doorbells say.
     pub const PARKED_INBOX_CHECK_MS: u64 = 100;
+    /// A parked shard with calls to the gRPC core outstanding checks for their answers this
+    /// often (the gRPC thread never wakes a shard's tasks itself; see `seaweed_shard`).
+    pub const PARKED_GRPC_CHECK_US: u64 = 200;
+    /// Most messages one SeaweedMQ `FetchMessage` returns (the broker's cap is 10,000).
+    pub const SEAWEEDMQ_FETCH_MESSAGES_MAX: i32 = 10_000;
+    /// How often each shard makes sure it holds a publish stream open to every SeaweedMQ
+    /// partition it owns.
+    pub const SEAWEEDMQ_ATTACH_CHECK_MS: u64 = 1_000;
+    /// SeaweedMQ's partition ring has 2520 slots, so a topic there has at most 2520 partitions.
+    pub const SEAWEEDMQ_PARTITIONS_MAX: i32 = 2520;
     /// How often each shard applies time-based retention to the partitions it owns.
     pub const RETENTION_SWEEP_MS: u64 = 5_000;
 }
@@ -45,7 +55,7 @@ pub mod limits {
 pub enum Backend {
     /// Partition logs held in memory on the owning shard (the default; nothing to set up).
     Memory,
-    /// SeaweedMQ over gRPC (not implemented yet: kelp refuses to start with it).
+    /// SeaweedMQ over gRPC (`--seaweedmq`): records, topics and committed offsets live there.
     Seaweedmq,
 }
 
@@ -73,6 +83,34 @@ pub struct Config {
     /// Storage backend.
     #[arg(long, env = "KELP_BACKEND", value_enum, default_value = "memory")]
     pub backend: Backend,
+
+    /// The SeaweedMQ broker's gRPC address (its `SeaweedMessaging` service), for
+    /// `--backend seaweedmq`.
+    #[arg(long, env = "KELP_SEAWEEDMQ", default_value = "127.0.0.1:17777")]
+    pub seaweedmq: String,
+
+    /// Core to pin the gRPC thread to (the one thread that talks to SeaweedMQ); default: not
+    /// pinned.
+    #[arg(long, env = "KELP_GRPC_CORE")]
+    pub grpc_core: Option<usize>,
+
+    /// How long records wait for others to share their partition's write to SeaweedMQ (0:
+    /// send at once; records arriving together still go together).
+    #[arg(long, env = "KELP_SEAWEEDMQ_LINGER_US", default_value_t = 0)]
+    pub seaweedmq_linger_us: u64,
+
+    /// Lingering records go to SeaweedMQ as soon as this many bytes wait.
+    #[arg(long, env = "KELP_SEAWEEDMQ_BATCH_BYTES", default_value_t = 1024 * 1024)]
+    pub seaweedmq_batch_bytes: usize,
+
+    /// Bytes of recently produced batches each SeaweedMQ partition keeps on its shard, so that
+    /// tailing consumers are served without a round trip (0: no cache).
+    #[arg(long, env = "KELP_SEAWEEDMQ_CACHE_BYTES", default_value_t = 1024 * 1024)]
+    pub seaweedmq_cache_bytes: usize,
+
+    /// How long one SeaweedMQ call (or a publish's wait for its acks) may take.
+    #[arg(long, env = "KELP_SEAWEEDMQ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub seaweedmq_timeout_ms: u64,
 
     /// Partitions of a topic created without a count (auto-creation, or -1 in CreateTopics).
     #[arg(long, env = "KELP_DEFAULT_PARTITIONS", default_value_t = 1)]
@@ -223,7 +261,7 @@ fn num_cpus() -> usize {
         .unwrap_or(1)
 }
 
-fn hostname() -> Option<String> {
+pub fn hostname() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into buf.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };

@@ -1,6 +1,7 @@
 //! Kafka error codes, and the one place where internal errors become them.
 
 use crate::protocol::batch::BatchError;
+use crate::seaweedmq::{broker_codes, SeaweedError};
 
 /// The Kafka error codes kelp answers with (numbers from Kafka's `Errors` enum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +14,7 @@ pub enum ErrorCode {
     InvalidFetchSize = 4,
     NotLeaderOrFollower = 6,
     RequestTimedOut = 7,
+    NotEnoughReplicas = 19,
     MessageTooLarge = 10,
     CoordinatorNotAvailable = 15,
     InvalidTopicException = 17,
@@ -26,6 +28,8 @@ pub enum ErrorCode {
     InvalidTxnState = 48,
     TransactionalIdAuthorizationFailed = 53,
     UnknownProducerId = 59,
+    KafkaStorageError = 56,
+    TopicDeletionDisabled = 73,
     ClusterAuthorizationFailed = 31,
     UnsupportedVersion = 35,
     TopicAlreadyExists = 36,
@@ -44,6 +48,35 @@ pub enum ErrorCode {
 impl ErrorCode {
     pub fn code(self) -> i16 {
         self as i16
+    }
+
+    /// The Kafka error for a failed SeaweedMQ call. Whatever may pass with time maps to a code
+    /// every client retries: NOT_ENOUGH_REPLICAS for produce (clients resend without a metadata
+    /// storm), KAFKA_STORAGE_ERROR for reads.
+    pub fn from_seaweed(e: &SeaweedError, produce: bool) -> ErrorCode {
+        let retriable = if produce {
+            ErrorCode::NotEnoughReplicas
+        } else {
+            ErrorCode::KafkaStorageError
+        };
+        match e {
+            SeaweedError::TopicNotFound { .. } | SeaweedError::PartitionNotFound { .. } => {
+                ErrorCode::UnknownTopicOrPartition
+            }
+            SeaweedError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            SeaweedError::Timeout { .. } => ErrorCode::RequestTimedOut,
+            SeaweedError::NotLeader { .. } => ErrorCode::NotLeaderOrFollower,
+            SeaweedError::Broker { code, .. } if *code == broker_codes::MESSAGE_TOO_LARGE => {
+                ErrorCode::MessageTooLarge
+            }
+            SeaweedError::Broker { code, .. } if *code == broker_codes::INVALID_RECORD => {
+                ErrorCode::InvalidRecord
+            }
+            SeaweedError::InvalidArgument(_) => ErrorCode::InvalidRequest,
+            // Unavailable, overloaded, shutting down, and broker or gRPC failures kelp cannot
+            // tell apart from an outage: the client should try again.
+            _ => retriable,
+        }
     }
 }
 

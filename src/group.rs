@@ -875,6 +875,35 @@ impl Coordinator {
         codes::NONE
     }
 
+    /// Stores an offset whether or not the group exists yet (a replayed or already checked
+    /// commit); creates the group, empty, when needed.
+    pub fn restore_offset(
+        &mut self,
+        group_id: &str,
+        topic: &str,
+        partition: i32,
+        offset: CommittedOffset,
+        now: Instant,
+    ) -> i16 {
+        self.groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(now));
+        self.store_offset(group_id, topic, partition, offset)
+    }
+
+    /// Whether a commit's metadata string is within the limit.
+    pub fn metadata_ok(&self, metadata: Option<&str>) -> bool {
+        metadata.is_none_or(|m| m.len() <= self.config.offset_metadata_max_bytes)
+    }
+
+    /// The (topic, partition) keys a group has offsets for.
+    pub fn offset_keys(&self, group_id: &str) -> Vec<(String, i32)> {
+        self.groups
+            .get(group_id)
+            .map(|g| g.offsets.iter().map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default()
+    }
+
     pub fn committed(
         &self,
         group_id: &str,

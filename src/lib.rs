@@ -5,7 +5,8 @@
 //! - [`config`]: flags (each with a `KELP_*` twin) and every named limit.
 //! - [`protocol`]: frames, request decoding, the versions served, record batch validation.
 //!   Never does I/O.
-//! - [`seaweedmq`]: the gRPC core that talks to SeaweedMQ (not yet wired to the handlers).
+//! - [`seaweedmq`]: the gRPC core that talks to SeaweedMQ; [`seaweed_shard`]: what a shard
+//!   does with it (produce, fetch, offsets, topics) on the seaweedmq backend.
 //! - [`server`]: starts one pinned glommio executor per shard; graceful shutdown.
 //! - [`shard`]: what a shard owns, the cross-shard mesh, and routing of partition work to the
 //!   owning shard ([`shard::shard_for_partition`]).
@@ -26,6 +27,8 @@ pub mod group;
 pub mod handlers;
 pub mod partition;
 pub mod protocol;
+pub mod seaweed_offsets;
+pub mod seaweed_shard;
 pub mod seaweedmq;
 pub mod server;
 pub mod shard;

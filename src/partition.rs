@@ -5,10 +5,13 @@
 use crate::config::limits;
 use crate::error::ErrorCode;
 use crate::protocol::batch::{self, BatchInfo};
+use crate::seaweedmq::{records as sw_records, SeaweedError, SeaweedHandle, SeaweedResult};
+use crate::storage::seaweed::SeaweedLog;
 use crate::storage::{AppendBatch, LogConfig, PartitionLog};
 use crate::topics::TopicSettings;
 use crate::util::Notify;
 use bytes::Bytes;
+use futures::channel::oneshot;
 use std::collections::{HashMap, VecDeque};
 use uuid::Uuid;
 
@@ -32,6 +35,25 @@ impl ProduceOutcome {
             log_start_offset: -1,
         }
     }
+}
+
+/// What [`Partition::seaweed_submit`] did with a produce.
+pub enum SeaweedSubmit {
+    /// Answered at once (an error, or every batch a duplicate).
+    Done(ProduceOutcome),
+    /// Queued on the gRPC core: await the receiver, then [`Partition::seaweed_finish`].
+    Pending(PendingProduce, oneshot::Receiver<SeaweedResult<Vec<i64>>>),
+}
+
+/// The batches of a produce waiting for SeaweedMQ's acks.
+pub struct PendingProduce {
+    batches: Vec<(Bytes, BatchInfo)>,
+    log_append_time: Option<i64>,
+}
+
+/// The produce answer for a failed SeaweedMQ call.
+pub fn seaweed_failure(e: &SeaweedError) -> ProduceOutcome {
+    ProduceOutcome::error(ErrorCode::from_seaweed(e, true), Some(e.to_string()))
 }
 
 /// A batch remembered for duplicate detection.
@@ -79,6 +101,203 @@ impl Partition {
         }
     }
 
+    /// A partition stored in SeaweedMQ; `cache_bytes` bounds the cache of what kelp published.
+    pub fn new_seaweed(topic_id: Uuid, settings: TopicSettings, cache_bytes: usize) -> Self {
+        Partition {
+            log: PartitionLog::Seaweed(SeaweedLog::new(cache_bytes)),
+            ..Partition::new(topic_id, settings)
+        }
+    }
+
+    pub fn is_seaweed(&self) -> bool {
+        matches!(self.log, PartitionLog::Seaweed(_))
+    }
+
+    pub fn seaweed_log(&mut self) -> Option<&mut SeaweedLog> {
+        match &mut self.log {
+            PartitionLog::Seaweed(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Validates a produce for a SeaweedMQ partition, checks idempotence, and queues its
+    /// records on the gRPC core, all before returning, so that produces reach SeaweedMQ in the
+    /// order the owner saw them. The caller awaits the answer and calls
+    /// [`Self::seaweed_finish`].
+    pub fn seaweed_submit(
+        &mut self,
+        handle: &SeaweedHandle,
+        topic: &str,
+        partition: i32,
+        records: Option<&Bytes>,
+        now_ms: i64,
+    ) -> SeaweedSubmit {
+        let batches = match self.validate(records) {
+            Ok(b) => b,
+            Err(o) => return SeaweedSubmit::Done(o),
+        };
+        let log_append_time = self.settings.log_append_time.then_some(now_ms);
+        let mut to_send: Vec<(Bytes, BatchInfo)> = Vec::with_capacity(batches.len());
+        let mut duplicate = None;
+        let mut out = Vec::new();
+        for (data, info) in batches {
+            if info.producer_id >= 0 {
+                match self.check_sequence(&info) {
+                    Err(e) => {
+                        self.forget(&to_send);
+                        return SeaweedSubmit::Done(e);
+                    }
+                    Ok(SeqCheck::Duplicate(seen)) if seen.base_offset < 0 => {
+                        // The original is still on its way to SeaweedMQ: its outcome decides.
+                        self.forget(&to_send);
+                        return SeaweedSubmit::Done(ProduceOutcome::error(
+                            ErrorCode::RequestTimedOut,
+                            Some("this batch is still being written to SeaweedMQ; retry".into()),
+                        ));
+                    }
+                    Ok(SeqCheck::Duplicate(seen)) => {
+                        duplicate = Some(seen);
+                        continue;
+                    }
+                    Ok(SeqCheck::Append) => self.remember(&info, -1, -1),
+                }
+            }
+            match sw_records::from_batch(
+                &data,
+                limits::BATCH_DECOMPRESSED_BYTES_MAX,
+                log_append_time,
+            ) {
+                Ok(r) => out.extend(r),
+                Err(e) => {
+                    to_send.push((data, info));
+                    self.forget(&to_send);
+                    return SeaweedSubmit::Done(ProduceOutcome::error(
+                        ErrorCode::from(&e),
+                        Some(e.to_string()),
+                    ));
+                }
+            }
+            to_send.push((data, info));
+        }
+        if to_send.is_empty() {
+            let seen = duplicate.expect("every batch was a duplicate");
+            return SeaweedSubmit::Done(ProduceOutcome {
+                error: ErrorCode::None,
+                message: None,
+                base_offset: seen.base_offset,
+                log_append_time_ms: seen.log_append_time_ms,
+                log_start_offset: self.log.log_start_offset(),
+            });
+        }
+        match handle.publish_now(topic, partition, out) {
+            Ok(answer) => {
+                if let Some(log) = self.seaweed_log() {
+                    for _ in &to_send {
+                        log.publish_started();
+                    }
+                }
+                SeaweedSubmit::Pending(
+                    PendingProduce {
+                        batches: to_send,
+                        log_append_time,
+                    },
+                    answer,
+                )
+            }
+            Err(e) => {
+                self.forget(&to_send);
+                SeaweedSubmit::Done(seaweed_failure(&e))
+            }
+        }
+    }
+
+    /// Completes a produce queued by [`Self::seaweed_submit`] with the gRPC core's answer.
+    pub fn seaweed_finish(
+        &mut self,
+        pending: PendingProduce,
+        result: SeaweedResult<Vec<i64>>,
+    ) -> ProduceOutcome {
+        let expected: usize = pending
+            .batches
+            .iter()
+            .map(|(_, i)| i.records_count as usize)
+            .sum();
+        let offsets = match result {
+            Ok(o) if o.len() == expected => o,
+            other => {
+                self.forget(&pending.batches);
+                if let Some(log) = self.seaweed_log() {
+                    for _ in &pending.batches {
+                        log.publish_done(None);
+                    }
+                }
+                return match other {
+                    Err(e) => seaweed_failure(&e),
+                    Ok(o) => ProduceOutcome::error(
+                        ErrorCode::UnknownServerError,
+                        Some(format!("SeaweedMQ acked {} of {expected} records", o.len())),
+                    ),
+                };
+            }
+        };
+        let append_time = pending.log_append_time.unwrap_or(-1);
+        let mut at = 0;
+        let mut first_base = None;
+        for (data, info) in &pending.batches {
+            let n = info.records_count as usize;
+            let offs = &offsets[at..at + n];
+            at += n;
+            let base = offs[0];
+            first_base.get_or_insert(base);
+            if info.producer_id >= 0 {
+                self.set_seen_base(info, base, append_time);
+            }
+            let consecutive = offs.windows(2).all(|w| w[1] == w[0] + 1);
+            let acked =
+                consecutive.then(|| (batch::stamp(data, base, pending.log_append_time), n as i64));
+            if let Some(log) = self.seaweed_log() {
+                log.publish_done(acked);
+            }
+        }
+        self.appended.notify_all();
+        ProduceOutcome {
+            error: ErrorCode::None,
+            message: None,
+            base_offset: first_base.unwrap_or(-1),
+            log_append_time_ms: append_time,
+            log_start_offset: self.log.log_start_offset(),
+        }
+    }
+
+    /// Drops the remembered batches of failed publishes (and any later ones of the same
+    /// producer), so that the client's retry is appended rather than taken for a duplicate.
+    fn forget(&mut self, batches: &[(Bytes, BatchInfo)]) {
+        for (_, info) in batches.iter().filter(|(_, i)| i.producer_id >= 0) {
+            if let Some(entry) = self.producers.get_mut(&info.producer_id) {
+                if let Some(pos) = entry
+                    .batches
+                    .iter()
+                    .position(|b| b.first_seq == info.base_sequence && b.base_offset < 0)
+                {
+                    entry.batches.truncate(pos);
+                }
+            }
+        }
+    }
+
+    fn set_seen_base(&mut self, info: &BatchInfo, base_offset: i64, log_append_time_ms: i64) {
+        if let Some(entry) = self.producers.get_mut(&info.producer_id) {
+            if let Some(b) = entry
+                .batches
+                .iter_mut()
+                .find(|b| b.first_seq == info.base_sequence && b.base_offset < 0)
+            {
+                b.base_offset = base_offset;
+                b.log_append_time_ms = log_append_time_ms;
+            }
+        }
+    }
+
     pub fn set_settings(&mut self, settings: TopicSettings) {
         if settings != self.settings {
             self.settings = settings;
@@ -86,37 +305,44 @@ impl Partition {
         }
     }
 
-    /// Validates and appends the batches of one produce partition.
-    pub fn produce(&mut self, records: Option<&Bytes>, now_ms: i64) -> ProduceOutcome {
+    /// Splits and validates the batches of one produce partition (CRC, codec, framing, size,
+    /// no transactions).
+    fn validate(&self, records: Option<&Bytes>) -> Result<Vec<(Bytes, BatchInfo)>, ProduceOutcome> {
         let Some(records) = records.filter(|r| !r.is_empty()) else {
-            return ProduceOutcome::error(
+            return Err(ProduceOutcome::error(
                 ErrorCode::CorruptMessage,
                 Some("no record batch".into()),
-            );
+            ));
         };
-        let batches = match batch::split_and_validate(records, limits::BATCH_DECOMPRESSED_BYTES_MAX)
-        {
-            Ok(b) => b,
-            Err(e) => return ProduceOutcome::error(ErrorCode::from(&e), Some(e.to_string())),
-        };
+        let batches = batch::split_and_validate(records, limits::BATCH_DECOMPRESSED_BYTES_MAX)
+            .map_err(|e| ProduceOutcome::error(ErrorCode::from(&e), Some(e.to_string())))?;
         for (data, info) in &batches {
             if data.len() > self.settings.max_message_bytes {
-                return ProduceOutcome::error(
+                return Err(ProduceOutcome::error(
                     ErrorCode::MessageTooLarge,
                     Some(format!(
                         "batch of {} bytes exceeds max.message.bytes {}",
                         data.len(),
                         self.settings.max_message_bytes
                     )),
-                );
+                ));
             }
             if info.transactional {
-                return ProduceOutcome::error(
+                return Err(ProduceOutcome::error(
                     ErrorCode::InvalidTxnState,
                     Some("transactions are not supported".into()),
-                );
+                ));
             }
         }
+        Ok(batches)
+    }
+
+    /// Validates and appends the batches of one produce partition.
+    pub fn produce(&mut self, records: Option<&Bytes>, now_ms: i64) -> ProduceOutcome {
+        let batches = match self.validate(records) {
+            Ok(b) => b,
+            Err(o) => return o,
+        };
         // Idempotence: Kafka clients send one batch per partition per request; a request with
         // several batches is checked batch by batch against the state the earlier ones left.
         let log_append_time = self.settings.log_append_time.then_some(now_ms);

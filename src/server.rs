@@ -3,6 +3,7 @@
 
 use crate::config::{limits, Backend, Config};
 use crate::conn;
+use crate::seaweedmq::{SeaweedCore, SeaweedHandle, SeaweedOptions};
 use crate::shard::{Mesh, Shard, ShardEnds};
 use anyhow::{bail, Context};
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
@@ -20,10 +21,34 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = config.validate() {
         bail!("{e}");
     }
-    if config.backend == Backend::Seaweedmq {
-        bail!("--backend seaweedmq is not implemented yet; use --backend memory");
-    }
     raise_memlock_limit();
+    let seaweed = match config.backend {
+        Backend::Memory => None,
+        Backend::Seaweedmq => {
+            let opts = SeaweedOptions {
+                // The broker tracks publishers by name: each kelp process needs its own.
+                publisher_name: format!(
+                    "kelp-{}-{}",
+                    crate::config::hostname().unwrap_or_else(|| "host".into()),
+                    std::process::id()
+                ),
+                linger_us: config.seaweedmq_linger_us,
+                batch_bytes: config.seaweedmq_batch_bytes,
+                request_timeout_ms: config.seaweedmq_timeout_ms,
+                ..SeaweedOptions::default()
+            };
+            let handle = SeaweedCore::start(config.seaweedmq.clone(), config.grpc_core, opts)
+                .context("starting the gRPC core thread")?;
+            log::info!(
+                "SeaweedMQ backend: broker {} (gRPC thread {})",
+                config.seaweedmq,
+                config
+                    .grpc_core
+                    .map_or("not pinned".to_string(), |c| format!("on core {c}"))
+            );
+            Some(handle)
+        }
+    };
     let cores = config.shard_cores().map_err(anyhow::Error::msg)?;
     let (mesh, ends) = Mesh::new(cores.len()).context("creating the shard mesh")?;
     let doorbells = MeshBuilder::<(), Full>::full(cores.len(), 1);
@@ -35,12 +60,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let mesh = mesh.clone();
         let ready = ready_tx.clone();
         let bells = doorbells.clone();
+        let seaweed = seaweed.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("kelp-shard-{id}"))
             .spin_before_park(config.spin())
             .preempt_timer(Duration::from_micros(config.preempt_us))
             .io_memory(256 * 1024)
-            .spawn(move || shard_main(id, config, mesh, ends, bells, ready))
+            .spawn(move || shard_main(id, config, mesh, ends, bells, ready, seaweed))
             .map_err(|e| {
                 anyhow::anyhow!(
                     "starting shard {id} on core {core}: {e} (glommio needs locked memory: raise `ulimit -l`)"
@@ -88,6 +114,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for h in handles {
         let _ = h.join();
     }
+    if let Some(s) = &seaweed {
+        s.shutdown();
+    }
     log::info!("kelp stopped");
     Ok(())
 }
@@ -99,6 +128,7 @@ async fn shard_main(
     ends: ShardEnds,
     bells: MeshBuilder<(), Full>,
     ready: mpsc::Sender<Result<(), String>>,
+    seaweed: Option<SeaweedHandle>,
 ) {
     let bound = bind_reuseport(config.listen);
     let listen_fd = bound.as_ref().map(|l| l.as_raw_fd()).unwrap_or(-1);
@@ -113,9 +143,19 @@ async fn shard_main(
             return;
         }
     };
-    let shard = Shard::new(id, config.clone(), mesh.clone());
+    let shard = Shard::new(id, config.clone(), mesh.clone(), seaweed);
     let bells = shard.join_doorbells(bells).await;
     let inbox = glommio::spawn_local(shard.clone().run_inbox(ends, bells));
+    if shard.seaweed.is_some() {
+        if id == 0 {
+            let loader = shard.clone();
+            glommio::spawn_local(async move { loader.seaweed_load_topics().await }).detach();
+        }
+        let loader = shard.clone();
+        glommio::spawn_local(async move { loader.seaweed_load_offsets().await }).detach();
+        let keeper = shard.clone();
+        glommio::spawn_local(async move { keeper.seaweed_keep_attached().await }).detach();
+    }
     let sweeper_shard = shard.clone();
     glommio::spawn_local(async move {
         loop {

@@ -19,6 +19,7 @@ use crate::config::{limits, Config};
 use crate::error::ErrorCode;
 use crate::group::{self, Coordinator, GroupConfig, GroupOp, GroupReply};
 use crate::partition::{Partition, ProduceOutcome};
+use crate::seaweedmq::SeaweedHandle;
 use crate::storage::{OffsetAndTimestamp, ReadResult};
 use crate::topics::{Registry, RegistryError, TopicMeta, TopicSettings, TopicTable};
 use crate::util::{now_ms, Notify};
@@ -117,6 +118,15 @@ pub enum RegistryOp {
         incremental: bool,
         validate_only: bool,
     },
+    /// SeaweedMQ backend: take in a topic the table lacks but SeaweedMQ may have (made by
+    /// another gateway); fails with UNKNOWN_TOPIC_OR_PARTITION when it has not.
+    Lookup { name: String },
+}
+
+/// A partition op's answer: at once, or once the gRPC core has answered.
+pub(crate) enum Applied {
+    Now(PartitionReply),
+    Later(futures::future::LocalBoxFuture<'static, PartitionReply>),
 }
 
 /// What crosses between shards.
@@ -204,7 +214,7 @@ pub struct Shard {
     /// The consumer groups this shard owns.
     pub groups: RefCell<Coordinator>,
     /// Only on shard 0: the single writer of topic metadata.
-    registry: Option<RefCell<Registry>>,
+    pub(crate) registry: Option<RefCell<Registry>>,
     pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
     /// This shard's ends of the glommio doorbell mesh, set by [`Shard::join_doorbells`].
     doorbells: RefCell<Option<Senders<()>>>,
@@ -220,10 +230,25 @@ pub struct Shard {
     /// Sockets of parked connections (and the listener), polled by the spinner while the shard
     /// is active; each entry wakes its task.
     watched: RefCell<HashMap<RawFd, Notify>>,
+    /// The gRPC core, with `--backend seaweedmq`.
+    pub seaweed: Option<SeaweedHandle>,
+    /// Tasks of this shard waiting for the gRPC core, and their local wake-up: the core's
+    /// answers wake them from a foreign thread, which glommio notices only when it polls
+    /// io_uring, so the spinner also pokes them on every turn (see `Shard::grpc`).
+    pub(crate) grpc_waiting: Cell<usize>,
+    pub(crate) grpc_poke: Notify,
+    /// Whether the committed offsets of this shard's groups are loaded (always, on the memory
+    /// backend; after the replay of SeaweedMQ's offsets topic, on the seaweedmq backend).
+    pub(crate) offsets_loaded: Cell<bool>,
 }
 
 impl Shard {
-    pub fn new(id: usize, config: Arc<Config>, mesh: Arc<Mesh>) -> Rc<Shard> {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        mesh: Arc<Mesh>,
+        seaweed: Option<SeaweedHandle>,
+    ) -> Rc<Shard> {
         let shards = mesh.shards() as i64;
         // Producer ids: unique across shards (id modulo shard count) and, since the embedded
         // backend forgets everything on restart, started from the clock so that a producer
@@ -255,6 +280,10 @@ impl Shard {
             connections: Cell::new(0),
             last_active: Cell::new(Instant::now()),
             watched: RefCell::new(HashMap::new()),
+            grpc_waiting: Cell::new(0),
+            grpc_poke: Notify::default(),
+            offsets_loaded: Cell::new(seaweed.is_none()),
+            seaweed,
         })
     }
 
@@ -347,10 +376,7 @@ impl Shard {
     ) -> Vec<PartitionReply> {
         let n = self.shards();
         if n == 1 {
-            return ops
-                .into_iter()
-                .map(|(tp, op)| self.apply(&tp, op))
-                .collect();
+            return self.apply_all(ops).await;
         }
         let mut by_shard: Vec<Vec<(usize, (TopicPartition, PartitionOp))>> =
             (0..n).map(|_| Vec::new()).collect();
@@ -361,19 +387,32 @@ impl Shard {
         }
         let mut out: Vec<Option<PartitionReply>> = (0..total).map(|_| None).collect();
         let mut remote = Vec::new();
+        let mut local = None;
         for (s, group) in by_shard.into_iter().enumerate() {
             if group.is_empty() {
                 continue;
             }
             let (idx, ops): (Vec<usize>, Vec<_>) = group.into_iter().unzip();
             if s == self.id {
-                for (i, (tp, op)) in idx.into_iter().zip(ops) {
-                    out[i] = Some(self.apply(&tp, op));
-                }
+                local = Some((idx, ops));
             } else {
                 let this = self.clone();
-                remote.push(async move { (idx, this.call(s, Op::Partitions(ops)).await) });
+                remote.push(
+                    async move { (idx, this.call(s, Op::Partitions(ops)).await) }.boxed_local(),
+                );
             }
+        }
+        if let Some((idx, ops)) = local {
+            // Applied (or queued on the gRPC core) before the remote answers are awaited.
+            let this = self.clone();
+            let applied = self.apply_all(ops);
+            remote.push(
+                async move {
+                    let _keep = this;
+                    (idx, Reply::Partitions(applied.await))
+                }
+                .boxed_local(),
+            );
         }
         for (idx, reply) in futures::future::join_all(remote).await {
             if let Reply::Partitions(replies) = reply {
@@ -385,6 +424,35 @@ impl Shard {
         out.into_iter()
             .map(|r| r.unwrap_or(PartitionReply::Read(Err(ErrorCode::RequestTimedOut))))
             .collect()
+    }
+
+    /// Applies ops owned by this shard, in order. Memory partitions answer at once; SeaweedMQ
+    /// ones are queued on the gRPC core in order, then awaited together.
+    fn apply_all(
+        self: &Rc<Self>,
+        ops: Vec<(TopicPartition, PartitionOp)>,
+    ) -> impl std::future::Future<Output = Vec<PartitionReply>> + 'static {
+        let mut now = Vec::with_capacity(ops.len());
+        let mut later = Vec::new();
+        for (i, (tp, op)) in ops.into_iter().enumerate() {
+            match self.apply_any(tp, op) {
+                Applied::Now(r) => now.push(Some(r)),
+                Applied::Later(f) => {
+                    now.push(None);
+                    later.push(async move { (i, f.await) });
+                }
+            }
+        }
+        async move {
+            if !later.is_empty() {
+                for (i, r) in futures::future::join_all(later).await {
+                    now[i] = Some(r);
+                }
+            }
+            now.into_iter()
+                .map(|r| r.expect("every op answered"))
+                .collect()
+        }
     }
 
     /// Waits until any of `parts` has data past its offset, or `timeout`.
@@ -421,11 +489,7 @@ impl Shard {
     /// Executes an op addressed to this shard.
     async fn execute(self: &Rc<Self>, op: Op) -> Reply {
         match op {
-            Op::Partitions(ops) => Reply::Partitions(
-                ops.into_iter()
-                    .map(|(tp, op)| self.apply(&tp, op))
-                    .collect(),
-            ),
+            Op::Partitions(ops) => Reply::Partitions(self.apply_all(ops).await),
             Op::WaitForData(parts, timeout) => {
                 self.wait_local(parts, timeout).await;
                 Reply::Done
@@ -435,7 +499,11 @@ impl Shard {
                 self.install_topics(table);
                 Reply::Done
             }
-            Op::Group(op) => Reply::Group(group::apply(&self.groups, op).await),
+            Op::Group(op) => Reply::Group(if self.seaweed.is_some() {
+                self.seaweed_group_op(op).await
+            } else {
+                group::apply(&self.groups, op).await
+            }),
         }
     }
 
@@ -501,6 +569,60 @@ impl Shard {
         op: RegistryOp,
     ) -> Result<Arc<TopicMeta>, RegistryError> {
         let registry = self.registry.as_ref().expect("registry ops go to shard 0");
+        if self.seaweed.is_some() {
+            // SeaweedMQ first: only what it accepted enters the table.
+            match &op {
+                RegistryOp::Create {
+                    name,
+                    partitions,
+                    configs,
+                    validate_only,
+                } => {
+                    // The table's own checks (name, count, configs, existing) come first.
+                    registry
+                        .borrow_mut()
+                        .create(name, *partitions, configs.clone(), true)?;
+                    if *partitions > limits::SEAWEEDMQ_PARTITIONS_MAX || !*validate_only {
+                        if *validate_only {
+                            return Err(RegistryError {
+                                code: ErrorCode::InvalidPartitions,
+                                message: format!(
+                                    "SeaweedMQ topics have at most {} partitions",
+                                    limits::SEAWEEDMQ_PARTITIONS_MAX
+                                ),
+                            });
+                        }
+                        self.seaweed_create(name, *partitions).await?;
+                    }
+                }
+                RegistryOp::Delete { .. } => {
+                    return Err(RegistryError {
+                        code: ErrorCode::TopicDeletionDisabled,
+                        message: "SeaweedMQ has no topic deletion call; kelp cannot delete topics on the seaweedmq backend".into(),
+                    })
+                }
+                RegistryOp::Grow { .. } => {
+                    return Err(RegistryError {
+                        code: ErrorCode::InvalidPartitions,
+                        message: "SeaweedMQ re-divides its partition ring when a topic's partition count changes, which would move existing records between Kafka partitions; kelp does not add partitions on the seaweedmq backend".into(),
+                    })
+                }
+                RegistryOp::Lookup { name } => {
+                    return match self.seaweed_adopt(name).await {
+                        Ok(Some(meta)) => Ok(meta),
+                        Ok(None) => Err(RegistryError {
+                            code: ErrorCode::UnknownTopicOrPartition,
+                            message: format!("topic {name:?} does not exist"),
+                        }),
+                        Err(e) => Err(RegistryError {
+                            code: ErrorCode::from_seaweed(&e, false),
+                            message: format!("SeaweedMQ: {e}"),
+                        }),
+                    };
+                }
+                RegistryOp::AlterConfigs { .. } => {}
+            }
+        }
         let (result, changed) = {
             let mut r = registry.borrow_mut();
             let before = r.snapshot().version;
@@ -510,7 +632,23 @@ impl Shard {
                     partitions,
                     configs,
                     validate_only,
-                } => r.create(&name, partitions, configs, validate_only),
+                } => {
+                    if self.seaweed.is_some() {
+                        r.create_with_id(
+                            &name,
+                            partitions,
+                            configs,
+                            validate_only,
+                            crate::seaweed_shard::topic_id_for(&name),
+                        )
+                    } else {
+                        r.create(&name, partitions, configs, validate_only)
+                    }
+                }
+                RegistryOp::Lookup { name } => Err(RegistryError {
+                    code: ErrorCode::UnknownTopicOrPartition,
+                    message: format!("topic {name:?} does not exist"),
+                }),
                 RegistryOp::Delete { name, id } => r.delete(name.as_deref(), id),
                 RegistryOp::Grow {
                     name,
@@ -550,7 +688,7 @@ impl Shard {
         result
     }
 
-    async fn install_everywhere(self: &Rc<Self>, table: Arc<TopicTable>) {
+    pub(crate) async fn install_everywhere(self: &Rc<Self>, table: Arc<TopicTable>) {
         let calls: Vec<_> = (0..self.shards())
             .map(|s| {
                 let this = self.clone();
@@ -633,7 +771,14 @@ impl Shard {
                 partitions
                     .entry(tp)
                     .and_modify(|p| p.set_settings(settings))
-                    .or_insert_with(|| Partition::new(meta.id, settings));
+                    .or_insert_with(|| match self.seaweed {
+                        Some(_) => Partition::new_seaweed(
+                            meta.id,
+                            settings,
+                            self.config.seaweedmq_cache_bytes,
+                        ),
+                        None => Partition::new(meta.id, settings),
+                    });
             }
         }
         drop(partitions);
@@ -744,6 +889,9 @@ impl Shard {
             if got > 0 {
                 self.touch();
             }
+            if self.grpc_waiting.get() > 0 {
+                self.grpc_poke.notify_all();
+            }
             if self.stopping.get()
                 && self.connections.get() == 0
                 && self.pending.borrow().is_empty()
@@ -760,8 +908,14 @@ impl Shard {
             if ends.inbox.is_empty() {
                 // The safety timer bounds the cost of a wake-up that never comes (and lets the
                 // signal thread's shutdown message be seen: it cannot ring).
-                let safety =
-                    glommio::timer::sleep(Duration::from_millis(limits::PARKED_INBOX_CHECK_MS));
+                // Waiting on the gRPC core, whose answers come from a foreign thread, the check
+                // is more frequent.
+                let check = if self.grpc_waiting.get() > 0 {
+                    Duration::from_micros(limits::PARKED_GRPC_CHECK_US)
+                } else {
+                    Duration::from_millis(limits::PARKED_INBOX_CHECK_MS)
+                };
+                let safety = glommio::timer::sleep(check);
                 futures::pin_mut!(safety);
                 let _ = futures::future::select(rung, safety).await;
             }

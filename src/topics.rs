@@ -333,6 +333,18 @@ impl Registry {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<TopicMeta>, RegistryError> {
+        self.create_with_id(name, partitions, configs, validate_only, Uuid::new_v4())
+    }
+
+    /// [`Self::create`] with the topic id given.
+    pub fn create_with_id(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+        id: Uuid,
+    ) -> Result<Arc<TopicMeta>, RegistryError> {
         validate_topic_name(name)
             .map_err(|m| RegistryError::new(ErrorCode::InvalidTopicException, m))?;
         if self.table.by_name.contains_key(name) {
@@ -361,7 +373,7 @@ impl Registry {
         }
         let meta = TopicMeta {
             name: Arc::from(name),
-            id: Uuid::new_v4(),
+            id,
             partitions,
             configs,
         };
@@ -370,6 +382,30 @@ impl Registry {
             self.table.version += 1;
         }
         Ok(Arc::new(meta))
+    }
+
+    /// Takes in a topic that exists in the backend (SeaweedMQ) under a known id; a no-op when
+    /// the table already has it with the same id and partition count.
+    pub fn adopt(&mut self, name: &str, id: Uuid, partitions: i32) -> Arc<TopicMeta> {
+        if let Some(m) = self.table.get(name) {
+            if m.id == id && m.partitions == partitions {
+                return m.clone();
+            }
+        }
+        let configs = self
+            .table
+            .get(name)
+            .map(|m| m.configs.clone())
+            .unwrap_or_default();
+        let meta = TopicMeta {
+            name: Arc::from(name),
+            id,
+            partitions,
+            configs,
+        };
+        self.table.insert(meta.clone());
+        self.table.version += 1;
+        Arc::new(meta)
     }
 
     /// Deletes a topic by name or id; returns the deleted topic.

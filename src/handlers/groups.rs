@@ -260,12 +260,14 @@ pub async fn offset_commit(
     resp
 }
 
-/// Fetches one group's offsets: `None` topics means all.
+/// Fetches one group's offsets: `None` topics means all. `Err` is a group-level error (the
+/// coordinator is loading or unavailable), never an empty answer a client would take for "no
+/// commits".
 async fn fetch_group_offsets(
     shard: &Rc<Shard>,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> crate::group::FetchedOffsets {
+) -> Result<crate::group::FetchedOffsets, i16> {
     match shard
         .group(
             group,
@@ -276,8 +278,9 @@ async fn fetch_group_offsets(
         )
         .await
     {
-        GroupReply::Offsets(o) => o,
-        _ => Vec::new(),
+        GroupReply::Offsets(o) => Ok(o),
+        GroupReply::Code(c) => Err(c),
+        _ => Err(codes::COORDINATOR_NOT_AVAILABLE),
     }
 }
 
@@ -295,9 +298,16 @@ pub async fn offset_fetch(
                     .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let fetched = fetch_group_offsets(shard, &group, topics).await;
             let mut rg = OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id.clone();
+            let fetched = match fetch_group_offsets(shard, &group, topics).await {
+                Ok(f) => f,
+                Err(e) => {
+                    rg.error_code = e;
+                    resp.groups.push(rg);
+                    continue;
+                }
+            };
             rg.topics = fetched
                 .into_iter()
                 .map(|(t, parts)| {
@@ -327,7 +337,36 @@ pub async fn offset_fetch(
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let fetched = fetch_group_offsets(shard, &group, topics).await;
+    let fetched = match fetch_group_offsets(shard, &group, topics.clone()).await {
+        Ok(f) => f,
+        Err(e) if version >= 2 => {
+            resp.error_code = e;
+            return resp;
+        }
+        // v0-1 have no top-level error: every asked partition carries it.
+        Err(e) => {
+            resp.topics = topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, parts)| {
+                    let mut rt = OffsetFetchResponseTopic::default();
+                    rt.name = TopicName(str_bytes(&t));
+                    rt.partitions = parts
+                        .into_iter()
+                        .map(|p| {
+                            let mut rp = OffsetFetchResponsePartition::default();
+                            rp.partition_index = p;
+                            rp.committed_offset = -1;
+                            rp.error_code = e;
+                            rp
+                        })
+                        .collect();
+                    rt
+                })
+                .collect();
+            return resp;
+        }
+    };
     resp.topics = fetched
         .into_iter()
         .map(|(t, parts)| {

@@ -141,6 +141,17 @@ pub(crate) async fn topic_or_create(
     if let Some(t) = shard.topics().get(name) {
         return Ok(t.clone());
     }
+    if shard.seaweed.is_some() {
+        // Another gateway may have made it in SeaweedMQ.
+        if let Ok(meta) = shard
+            .registry(RegistryOp::Lookup {
+                name: name.to_string(),
+            })
+            .await
+        {
+            return Ok(meta);
+        }
+    }
     if !(allow_create && shard.config.auto_create_topics) {
         return Err(ErrorCode::UnknownTopicOrPartition);
     }

@@ -31,8 +31,8 @@ pub const BATCH_LOG_OVERHEAD_BYTES: usize = 12;
 const OFFSET_BATCH_LENGTH: usize = 8;
 const OFFSET_LEADER_EPOCH: usize = 12;
 const OFFSET_MAGIC: usize = 16;
-const OFFSET_CRC: usize = 17;
-const OFFSET_ATTRIBUTES: usize = 21;
+pub const OFFSET_CRC: usize = 17;
+pub const OFFSET_ATTRIBUTES: usize = 21;
 const OFFSET_LAST_OFFSET_DELTA: usize = 23;
 const OFFSET_BASE_TIMESTAMP: usize = 27;
 const OFFSET_MAX_TIMESTAMP: usize = 35;
@@ -47,7 +47,7 @@ const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
 
 /// Why a batch was refused. Each maps to one Kafka error code in `crate::error`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BatchError {
     #[error("record batch is truncated or its length field is wrong")]
     Truncated,

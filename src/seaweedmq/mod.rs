@@ -30,6 +30,7 @@ mod core;
 pub mod error;
 pub mod pb;
 mod publisher;
+pub mod records;
 pub mod ring;
 
 pub use error::{broker_codes, SeaweedError, SeaweedResult};
@@ -378,6 +379,41 @@ impl SeaweedHandle {
             reply,
         })
         .await
+    }
+
+    /// Opens the partition's publish stream if it is not open, and keeps it open. A SeaweedMQ
+    /// broker unloads a partition that has no publisher and no subscriber, and (4.44 to 4.53)
+    /// forgets its offsets when it loads it again: new records are numbered from 0 while the
+    /// old ones are still on disk. kelp therefore stays attached to every partition it serves.
+    pub async fn attach(&self, name: &str, kafka_partition: i32) -> SeaweedResult<()> {
+        let name = name.to_string();
+        self.call(|reply| core::Request::Publish {
+            name,
+            partition: kafka_partition,
+            records: Vec::new(),
+            reply,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Like [`Self::publish`], but the records are queued before this returns, so that two
+    /// calls made one after the other reach the partition's stream in that order (the caller
+    /// then awaits the answer). An `Err` means nothing was queued.
+    pub fn publish_now(
+        &self,
+        name: &str,
+        kafka_partition: i32,
+        records: Vec<Record>,
+    ) -> SeaweedResult<oneshot::Receiver<SeaweedResult<Vec<i64>>>> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(core::Request::Publish {
+            name: name.to_string(),
+            partition: kafka_partition,
+            records,
+            reply,
+        })?;
+        Ok(answer)
     }
 
     /// Reads from `offset` up to `max_bytes` / `max_messages` (0 for the broker's defaults:

@@ -143,6 +143,20 @@ impl Publisher {
                     self.fail_all(SeaweedError::Shutdown);
                     return;
                 }
+                Event::Job(Some(job)) if job.records.is_empty() => {
+                    // An attach: open the stream if it is not, and say how that went. An open
+                    // publish stream keeps the broker from unloading the partition.
+                    if self.stream.is_none() {
+                        match self.open().await {
+                            Ok(stream) => self.stream = Some(stream),
+                            Err(e) => {
+                                let _ = job.reply.send(Err(e));
+                                continue;
+                            }
+                        }
+                    }
+                    let _ = job.reply.send(Ok(Vec::new()));
+                }
                 Event::Job(Some(job)) => {
                     self.enqueue(job);
                     // Take everything already queued, so that it shares one write.

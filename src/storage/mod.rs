@@ -2,11 +2,14 @@
 //! backend directly; they go through the owning shard's [`crate::partition::Partition`], which
 //! holds one [`PartitionLog`] per partition.
 //!
-//! Only the embedded memory backend exists today; the SeaweedMQ backend (a later issue) adds a
-//! variant here. Dispatch is static (an enum), and every backend runs the conformance tests in
-//! `tests` below.
+//! Two backends: the embedded memory log, and SeaweedMQ, whose variant here is only the owning
+//! shard's knowledge of the partition (offsets seen, a cache of what kelp published); its
+//! produce, fetch and offset lookups are async calls to the gRPC core made by the shard.
+//! Dispatch is static (an enum); the memory backend runs the conformance tests in `tests`
+//! below, the SeaweedMQ backend the real-stack tests (`tests/seaweedmq*.rs`).
 
 pub mod memory;
+pub mod seaweed;
 
 use crate::error::ErrorCode;
 use bytes::Bytes;
@@ -61,6 +64,7 @@ pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
 /// One partition's log, whatever the backend.
 pub enum PartitionLog {
     Memory(memory::MemoryLog),
+    Seaweed(seaweed::SeaweedLog),
 }
 
 impl PartitionLog {
@@ -77,18 +81,22 @@ impl PartitionLog {
     ) -> Result<Appended, ErrorCode> {
         match self {
             PartitionLog::Memory(m) => Ok(m.append(batches, now_ms)),
+            // SeaweedMQ appends go through the gRPC core (`Shard::seaweed_produce`).
+            PartitionLog::Seaweed(_) => Err(ErrorCode::UnknownServerError),
         }
     }
 
     pub fn next_offset(&self) -> i64 {
         match self {
             PartitionLog::Memory(m) => m.next_offset(),
+            PartitionLog::Seaweed(s) => s.high_watermark(),
         }
     }
 
     pub fn log_start_offset(&self) -> i64 {
         match self {
             PartitionLog::Memory(m) => m.log_start_offset(),
+            PartitionLog::Seaweed(s) => s.log_start_offset(),
         }
     }
 
@@ -100,12 +108,16 @@ impl PartitionLog {
     ) -> Result<ReadResult, ErrorCode> {
         match self {
             PartitionLog::Memory(m) => m.read(offset, max_bytes, at_least_one),
+            PartitionLog::Seaweed(s) => s
+                .read_cached(offset, max_bytes, at_least_one)
+                .ok_or(ErrorCode::KafkaStorageError),
         }
     }
 
     pub fn list_offset(&self, timestamp: i64) -> Result<OffsetAndTimestamp, ErrorCode> {
         match self {
             PartitionLog::Memory(m) => m.list_offset(timestamp),
+            PartitionLog::Seaweed(_) => Err(ErrorCode::KafkaStorageError),
         }
     }
 
@@ -113,12 +125,15 @@ impl PartitionLog {
     pub fn delete_records(&mut self, offset: i64) -> Result<i64, ErrorCode> {
         match self {
             PartitionLog::Memory(m) => m.delete_records(offset),
+            // SeaweedMQ has no call to drop a partition's head.
+            PartitionLog::Seaweed(_) => Err(ErrorCode::PolicyViolation),
         }
     }
 
     pub fn set_config(&mut self, config: LogConfig) {
         match self {
             PartitionLog::Memory(m) => m.set_config(config),
+            PartitionLog::Seaweed(_) => {}
         }
     }
 
@@ -126,12 +141,15 @@ impl PartitionLog {
     pub fn enforce_retention(&mut self, now_ms: i64) -> usize {
         match self {
             PartitionLog::Memory(m) => m.enforce_retention(now_ms),
+            // SeaweedMQ applies its own retention.
+            PartitionLog::Seaweed(_) => 0,
         }
     }
 
     pub fn size_bytes(&self) -> usize {
         match self {
             PartitionLog::Memory(m) => m.size_bytes(),
+            PartitionLog::Seaweed(s) => s.cached_bytes(),
         }
     }
 }

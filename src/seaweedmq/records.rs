@@ -1,0 +1,324 @@
+//! How a Kafka record is stored as a SeaweedMQ message, and back.
+//!
+//! A SeaweedMQ `DataMessage` has only `key`, `value` and `ts_ns`. kelp stores:
+//! - `ts_ns`: the record's Kafka timestamp (milliseconds) times 1,000,000;
+//! - `key`: the Kafka key, with a null key stored as empty;
+//! - `value`: the Kafka value as-is, **when the record is plain**: no headers, a non-null
+//!   value, a key that is not empty-but-present, and a value that does not begin with
+//!   [`ENVELOPE_MAGIC`]. Native SeaweedMQ readers and SeaweedFS's own Kafka gateway then see
+//!   exactly the bytes the producer sent.
+//! - otherwise `value` is an envelope:
+//!   `ENVELOPE_MAGIC | flags: u8 | header count: varint | headers | value bytes`, where flags
+//!   bit 0 = the key is present (so an empty key is not read back as null), bit 1 = the value
+//!   is null, and each header is `key length: varint | key | value length: varint (-1 =
+//!   null) | value` (Kafka's own record encoding of headers).
+//!
+//! Reading back, an empty key is null unless an envelope says otherwise, and a value that
+//! starts with the magic but does not parse as an envelope is returned as it is (a foreign
+//! writer's bytes are never lost).
+
+use crate::protocol::batch::{self, put_varint, read_varint, BatchError};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{DataMessage, Record};
+
+/// First bytes of an enveloped value. Chosen to be unlikely at the start of a real value; a
+/// value that starts with it anyway is enveloped, so it still round-trips.
+pub const ENVELOPE_MAGIC: &[u8] = b"\x00kelp\x01";
+
+const FLAG_KEY_PRESENT: u8 = 1;
+const FLAG_VALUE_NULL: u8 = 2;
+
+/// A Kafka record with owned fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRecord {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(Bytes, Option<Bytes>)>,
+    pub timestamp_ms: i64,
+}
+
+fn ms_to_ns(ms: i64) -> i64 {
+    ms.saturating_mul(1_000_000)
+}
+
+/// Encodes one Kafka record as a SeaweedMQ message.
+pub fn encode(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&[u8], Option<&[u8]>)],
+    timestamp_ms: i64,
+) -> Record {
+    let plain = headers.is_empty()
+        && key.is_none_or(|k| !k.is_empty())
+        && value.is_some_and(|v| !v.starts_with(ENVELOPE_MAGIC));
+    let key_bytes = Bytes::copy_from_slice(key.unwrap_or_default());
+    if plain {
+        return Record {
+            key: key_bytes,
+            value: Bytes::copy_from_slice(value.unwrap_or_default()),
+            ts_ns: ms_to_ns(timestamp_ms),
+        };
+    }
+    let mut out = Vec::with_capacity(
+        ENVELOPE_MAGIC.len() + 8 + value.map_or(0, <[u8]>::len) + headers.len() * 16,
+    );
+    out.extend_from_slice(ENVELOPE_MAGIC);
+    let mut flags = 0;
+    if key.is_some() {
+        flags |= FLAG_KEY_PRESENT;
+    }
+    if value.is_none() {
+        flags |= FLAG_VALUE_NULL;
+    }
+    out.push(flags);
+    put_varint(&mut out, headers.len() as i64);
+    for (k, v) in headers {
+        put_varint(&mut out, k.len() as i64);
+        out.extend_from_slice(k);
+        match v {
+            Some(v) => {
+                put_varint(&mut out, v.len() as i64);
+                out.extend_from_slice(v);
+            }
+            None => put_varint(&mut out, -1),
+        }
+    }
+    out.extend_from_slice(value.unwrap_or_default());
+    Record {
+        key: key_bytes,
+        value: Bytes::from(out),
+        ts_ns: ms_to_ns(timestamp_ms),
+    }
+}
+
+/// Decodes one SeaweedMQ message into the Kafka record it stores.
+pub fn decode(msg: &DataMessage) -> KafkaRecord {
+    let timestamp_ms = msg.ts_ns.div_euclid(1_000_000);
+    let key = msg.key.clone();
+    if msg.value.starts_with(ENVELOPE_MAGIC) {
+        if let Ok(r) = decode_envelope(msg.value.slice(ENVELOPE_MAGIC.len()..), key.clone()) {
+            return KafkaRecord { timestamp_ms, ..r };
+        }
+    }
+    KafkaRecord {
+        key: (!key.is_empty()).then_some(key),
+        value: Some(msg.value.clone()),
+        headers: Vec::new(),
+        timestamp_ms,
+    }
+}
+
+fn decode_envelope(b: Bytes, key: Bytes) -> Result<KafkaRecord, BatchError> {
+    let bad = BatchError::MalformedRecords("bad kelp envelope");
+    let (&flags, _) = b.split_first().ok_or(bad.clone())?;
+    let rest_bytes = b.slice(1..);
+    let rest = &rest_bytes[..];
+    if flags & !(FLAG_KEY_PRESENT | FLAG_VALUE_NULL) != 0 {
+        return Err(bad);
+    }
+    let mut at = 0;
+    let n = read_varint(rest, &mut at)?;
+    if n < 0 || n as usize > rest.len() {
+        return Err(bad);
+    }
+    let mut headers = Vec::with_capacity(n as usize);
+    let field = |at: &mut usize| -> Result<Option<Bytes>, BatchError> {
+        let len = read_varint(rest, at)?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let end = at
+            .checked_add(len as usize)
+            .filter(|&e| e <= rest.len())
+            .ok_or(BatchError::MalformedRecords("bad kelp envelope"))?;
+        let s = rest_bytes.slice(*at..end);
+        *at = end;
+        Ok(Some(s))
+    };
+    for _ in 0..n {
+        let k = field(&mut at)?.ok_or(bad.clone())?;
+        let v = field(&mut at)?;
+        headers.push((k, v));
+    }
+    let value = (flags & FLAG_VALUE_NULL == 0).then(|| rest_bytes.slice(at..));
+    if value.is_none() && at != rest.len() {
+        return Err(bad);
+    }
+    Ok(KafkaRecord {
+        key: (flags & FLAG_KEY_PRESENT != 0).then_some(key),
+        value,
+        headers,
+        timestamp_ms: 0,
+    })
+}
+
+/// The records of a validated batch (decompressed when needed) as SeaweedMQ messages.
+/// `log_append_time_ms` replaces every record's timestamp when set.
+pub fn from_batch(
+    batch_bytes: &[u8],
+    decompressed_bytes_max: usize,
+    log_append_time_ms: Option<i64>,
+) -> Result<Vec<Record>, BatchError> {
+    let body = batch::records_section(batch_bytes, decompressed_bytes_max)?;
+    let base_ts = batch::base_timestamp(batch_bytes);
+    let views = batch::parse_records(&body)?;
+    Ok(views
+        .iter()
+        .map(|r| {
+            let ts = log_append_time_ms.unwrap_or(base_ts.saturating_add(r.timestamp_delta));
+            encode(r.key, r.value, &r.headers, ts)
+        })
+        .collect())
+}
+
+/// An uncompressed magic-2 batch holding `records` at offsets `base_offset..`.
+pub fn to_batch(base_offset: i64, records: &[KafkaRecord]) -> Bytes {
+    let base_ts = records.first().map_or(-1, |r| r.timestamp_ms);
+    let max_ts = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(-1);
+    let mut body = Vec::new();
+    let mut rec = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        rec.clear();
+        rec.push(0); // attributes
+        put_varint(&mut rec, r.timestamp_ms.wrapping_sub(base_ts));
+        put_varint(&mut rec, i as i64);
+        put_opt(&mut rec, r.key.as_deref());
+        put_opt(&mut rec, r.value.as_deref());
+        put_varint(&mut rec, r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            put_opt(&mut rec, Some(k));
+            put_opt(&mut rec, v.as_deref());
+        }
+        put_varint(&mut body, rec.len() as i64);
+        body.extend_from_slice(&rec);
+    }
+    let mut b = BytesMut::with_capacity(batch::BATCH_HEADER_BYTES + body.len());
+    b.put_i64(base_offset);
+    b.put_i32((batch::BATCH_HEADER_BYTES - 12 + body.len()) as i32);
+    b.put_i32(0); // partition leader epoch
+    b.put_i8(2); // magic
+    b.put_u32(0); // crc, below
+    b.put_i16(0); // attributes: no codec, CreateTime
+    b.put_i32(records.len() as i32 - 1);
+    b.put_i64(base_ts);
+    b.put_i64(max_ts);
+    b.put_i64(-1); // producer id
+    b.put_i16(-1); // producer epoch
+    b.put_i32(-1); // base sequence
+    b.put_i32(records.len() as i32);
+    b.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&b[batch::OFFSET_ATTRIBUTES..]);
+    b[batch::OFFSET_CRC..batch::OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+fn put_opt(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        Some(b) => {
+            put_varint(out, b.len() as i64);
+            out.extend_from_slice(b);
+        }
+        None => put_varint(out, -1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(r: &Record) -> DataMessage {
+        DataMessage {
+            key: r.key.clone(),
+            value: r.value.clone(),
+            ts_ns: r.ts_ns,
+            ctrl: None,
+        }
+    }
+
+    fn round_trip(
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) -> (Record, KafkaRecord) {
+        let r = encode(key, value, headers, 1_700_000_000_123);
+        let back = decode(&msg(&r));
+        assert_eq!(back.key.as_deref(), key);
+        assert_eq!(back.value.as_deref(), value);
+        let hs: Vec<(&[u8], Option<&[u8]>)> = back
+            .headers
+            .iter()
+            .map(|(k, v)| (&k[..], v.as_deref()))
+            .collect();
+        assert_eq!(hs, headers);
+        assert_eq!(back.timestamp_ms, 1_700_000_000_123);
+        (r, back)
+    }
+
+    #[test]
+    fn plain_records_keep_their_bytes() {
+        let (r, _) = round_trip(Some(b"k"), Some(b"v"), &[]);
+        assert_eq!((&r.key[..], &r.value[..]), (&b"k"[..], &b"v"[..]));
+        let (r, _) = round_trip(None, Some(b"only value"), &[]);
+        assert_eq!((&r.key[..], &r.value[..]), (&b""[..], &b"only value"[..]));
+        let (r, _) = round_trip(None, Some(b""), &[]);
+        assert!(r.value.is_empty());
+    }
+
+    #[test]
+    fn headers_nulls_and_lookalikes_round_trip() {
+        let (r, _) = round_trip(
+            Some(b"k"),
+            Some(b"v"),
+            &[(b"a", Some(b"1")), (b"a", None), (b"", Some(b""))],
+        );
+        assert!(r.value.starts_with(ENVELOPE_MAGIC));
+        round_trip(Some(b""), Some(b"empty key"), &[]);
+        round_trip(None, None, &[]);
+        round_trip(Some(b"k"), None, &[(b"h", Some(b"x"))]);
+        let mut tricky = ENVELOPE_MAGIC.to_vec();
+        tricky.extend_from_slice(b"\x07garbage");
+        round_trip(None, Some(&tricky), &[]);
+    }
+
+    #[test]
+    fn foreign_values_that_look_enveloped_are_kept() {
+        let mut v = ENVELOPE_MAGIC.to_vec();
+        v.extend_from_slice(&[0x7f, 0x01]);
+        let m = DataMessage {
+            key: Bytes::new(),
+            value: Bytes::from(v.clone()),
+            ts_ns: 5_000_000,
+            ctrl: None,
+        };
+        let r = decode(&m);
+        assert_eq!(r.value.as_deref(), Some(&v[..]));
+        assert_eq!((r.key, r.timestamp_ms), (None, 5));
+    }
+
+    #[test]
+    fn batches_built_from_records_validate_and_parse_back() {
+        let recs = vec![
+            KafkaRecord {
+                key: None,
+                value: Some(Bytes::from_static(b"one")),
+                headers: vec![(Bytes::from_static(b"h"), Some(Bytes::from_static(b"v")))],
+                timestamp_ms: 1000,
+            },
+            KafkaRecord {
+                key: Some(Bytes::from_static(b"k")),
+                value: None,
+                headers: vec![],
+                timestamp_ms: 990,
+            },
+        ];
+        let b = to_batch(42, &recs);
+        let info = batch::validate_one(&b, 1 << 20).expect("valid batch");
+        assert_eq!(info.records_count, 2);
+        assert_eq!(batch::base_offset(&b), 42);
+        assert_eq!(batch::last_offset_delta(&b), 1);
+        let back = from_batch(&b, 1 << 20, None).unwrap();
+        let decoded: Vec<KafkaRecord> = back.iter().map(|r| decode(&msg(r))).collect();
+        assert_eq!(decoded, recs);
+    }
+}
