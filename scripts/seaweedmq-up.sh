@@ -7,9 +7,8 @@
 # scripts/seaweedmq-down.sh stops it again.
 #
 # The `weed` binary: $WEED_BIN if set, else target/weed-bin/weed, else `weed` on PATH, else it is
-# built with `go install` (Go >= 1.26; slow: several minutes on two cores) into target/weed-bin.
-# If the Go module proxy will not serve the pinned version, WEED_SRC may name a SeaweedFS
-# source tree (its go.mod at the top) to build from instead.
+# built (Go >= 1.26; slow: about ten minutes on two cores) into target/weed-bin from the module
+# source the Go proxy serves for $WEED_VERSION, or from WEED_SRC (a SeaweedFS source tree).
 #
 # Known SeaweedFS 4.44 broker bug: about 5-6 minutes after every partition of a topic lost its
 # last publisher and subscriber, the broker's idle-partition cleanup deadlocks (it removes the
@@ -33,7 +32,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 ROOT=$PWD
-WEED_VERSION=${WEED_VERSION:-v0.0.0-20260822074101-3563738699f2}
+# SeaweedFS 4.53 (2026-11-09). The 4.44 release the interface notes name
+# (v0.0.0-20260822074101-3563738699f2) is refused by the module proxy here (403).
+WEED_VERSION=${WEED_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}
 MASTER_PORT=${SEAWEEDMQ_MASTER_PORT:-9333}
 VOLUME_PORT=${SEAWEEDMQ_VOLUME_PORT:-8081}
 FILER_PORT=${SEAWEEDMQ_FILER_PORT:-8888}
@@ -57,22 +58,32 @@ find_weed() {
 install_weed() {
     command -v go >/dev/null 2>&1 || die "no weed binary and no Go toolchain to build one"
     mkdir -p "$ROOT/target/weed-bin"
-    local log="$ROOT/target/weed-bin/install.log"
-    banner "building weed $WEED_VERSION (go install; this takes minutes)"
-    if GOBIN="$ROOT/target/weed-bin" go install \
-        "github.com/seaweedfs/seaweedfs/weed@$WEED_VERSION" >"$log" 2>&1; then
-        return 0
-    fi
-    echo "go install failed; its output ($log):" >&2
-    cat "$log" >&2
+    local log="$ROOT/target/weed-bin/install.log" src
     if [ -n "${WEED_SRC:-}" ]; then
         [ -f "$WEED_SRC/go.mod" ] || die "WEED_SRC=$WEED_SRC has no go.mod"
-        banner "building weed from the source tree $WEED_SRC"
-        (cd "$WEED_SRC" && go build -o "$ROOT/target/weed-bin/weed" ./weed) 2>&1 | tee -a "$log" >&2
-        [ -x "$ROOT/target/weed-bin/weed" ] || die "go build in $WEED_SRC failed (see $log)"
-        return 0
+        src=$WEED_SRC
+    else
+        # `go install module/weed@version` refuses this module (its go.mod has replace
+        # directives), so fetch the module source through the proxy and build it in place.
+        banner "fetching SeaweedFS $WEED_VERSION source through the Go module proxy"
+        local dir
+        dir=$(go mod download -json "github.com/seaweedfs/seaweedfs@$WEED_VERSION" 2>"$log" |
+            sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' | head -n 1) || true
+        if [ -z "$dir" ] || [ ! -f "$dir/go.mod" ]; then
+            cat "$log" >&2
+            die "go mod download github.com/seaweedfs/seaweedfs@$WEED_VERSION failed (log above); set WEED_BIN or WEED_SRC"
+        fi
+        src=$ROOT/target/weed-bin/src
+        rm -rf "$src"
+        cp -r "$dir" "$src"
+        chmod -R u+w "$src"
     fi
-    die "cannot install weed (set WEED_BIN, or WEED_SRC to a SeaweedFS source tree)"
+    banner "building weed from $src (go build; several minutes on two cores)"
+    if ! (cd "$src" && go build -o "$ROOT/target/weed-bin/weed" ./weed) >>"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        die "go build of weed failed (log: $log)"
+    fi
+    [ -n "${WEED_SRC:-}" ] || rm -rf "$src"
 }
 
 WEED=$(find_weed)

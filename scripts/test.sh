@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, unit/integration tests, then the interop
-# matrix of real Kafka clients against the real kelp binary (scripts/interop.sh).
+# matrix of real Kafka clients against the real kelp binary (scripts/interop.sh), then the
+# SeaweedMQ backend against a real SeaweedFS stack (scripts/test-seaweedmq.sh; builds `weed`
+# from the Go module proxy on first use, about ten minutes).
 # In CI (CI set) every interop scenario must run: a skip is an error there.
 set -euo pipefail
 
@@ -20,5 +22,8 @@ cargo test --release
 
 banner "test: interop matrix (scripts/interop.sh)"
 KELP_INTEROP_REQUIRE_ALL=${KELP_INTEROP_REQUIRE_ALL:-${CI:+1}} scripts/interop.sh
+
+banner "test: SeaweedMQ backend on a real SeaweedFS stack (scripts/test-seaweedmq.sh)"
+scripts/test-seaweedmq.sh
 
 banner "test: all passed"

@@ -157,6 +157,21 @@ impl Shard {
                     .boxed_local(),
                 )
             }
+            PartitionOp::Attach => {
+                drop(partitions);
+                let this = self.clone();
+                Applied::Later(
+                    async move {
+                        let handle = this.handle();
+                        PartitionReply::Attached(
+                            this.grpc(handle.attach(&tp.topic, tp.partition))
+                                .await
+                                .map_err(|e| ErrorCode::from_seaweed(&e, false)),
+                        )
+                    }
+                    .boxed_local(),
+                )
+            }
             op @ PartitionOp::DeleteRecords { .. } => {
                 drop(partitions);
                 Applied::Now(self.apply(&tp, op))
@@ -405,7 +420,40 @@ impl Shard {
                         }
                     }
                     if !failed {
-                        log::info!("SeaweedMQ: serving {loaded} existing topics");
+                        // Hold every partition open before saying so: another kelp may be
+                        // about to stop (a rolling restart), and SeaweedMQ must not see the
+                        // partitions without a publisher in between.
+                        let table = self.topics();
+                        let ops: Vec<_> = table
+                            .by_name
+                            .values()
+                            .flat_map(|m| {
+                                (0..m.partitions).map(move |p| {
+                                    (
+                                        TopicPartition {
+                                            topic: m.name.clone(),
+                                            partition: p,
+                                        },
+                                        PartitionOp::Attach,
+                                    )
+                                })
+                            })
+                            .collect();
+                        let total = ops.len() + 1;
+                        let offsets_held = self
+                            .grpc(handle.attach(crate::seaweed_offsets::OFFSETS_TOPIC, 0))
+                            .await
+                            .is_ok();
+                        let held = self
+                            .route(ops)
+                            .await
+                            .into_iter()
+                            .filter(|r| matches!(r, PartitionReply::Attached(Ok(()))))
+                            .count()
+                            + usize::from(offsets_held);
+                        log::info!(
+                            "SeaweedMQ: serving {loaded} existing topics; holding {held} of their {total} partitions open (with the offsets topic)"
+                        );
                         return;
                     }
                 }

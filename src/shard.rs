@@ -82,6 +82,8 @@ pub enum PartitionOp {
         offset: i64,
     },
     EndOffset,
+    /// SeaweedMQ backend: open (and keep open) the partition's publish stream.
+    Attach,
 }
 
 /// The owner's answer to a [`PartitionOp`].
@@ -92,6 +94,7 @@ pub enum PartitionReply {
     ListOffset(Result<OffsetAndTimestamp, ErrorCode>),
     DeleteRecords(Result<i64, ErrorCode>),
     EndOffset(Result<(i64, i64), ErrorCode>),
+    Attached(Result<(), ErrorCode>),
 }
 
 /// A change only the registry (shard 0) may make.
@@ -539,6 +542,7 @@ impl Shard {
                 PartitionOp::ListOffset { .. } => PartitionReply::ListOffset(Err(e)),
                 PartitionOp::DeleteRecords { .. } => PartitionReply::DeleteRecords(Err(e)),
                 PartitionOp::EndOffset => PartitionReply::EndOffset(Err(e)),
+                PartitionOp::Attach => PartitionReply::Attached(Err(e)),
             };
         };
         match op {
@@ -560,6 +564,8 @@ impl Shard {
             PartitionOp::EndOffset => {
                 PartitionReply::EndOffset(Ok((p.log.log_start_offset(), p.log.next_offset())))
             }
+            // Nothing to hold open on the memory backend.
+            PartitionOp::Attach => PartitionReply::Attached(Ok(())),
         }
     }
 

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# kelp's SeaweedMQ backend against a real SeaweedFS stack (scripts/seaweedmq-up.sh builds `weed`
+# when it is missing):
+#   1. the gRPC core's own tests (tests/seaweedmq_core.rs) against the broker;
+#   2. kelp A (--backend seaweedmq): a confluent-kafka program creates 5 topics and produces
+#      5,000 records with headers, one topic per codec, reads them back, and commits a group's
+#      offsets (tests/seaweedmq/kelp_acceptance.py produce);
+#   3. kelp B starts, A stops (a rolling restart: B has nothing in memory from A), and the
+#      program reads every record back from SeaweedMQ through B, finds the group's commits,
+#      and a new member resumes exactly at them (kelp_acceptance.py verify).
+# Kelp is restarted by rolling rather than stop-then-start because SeaweedFS (4.44 to 4.53)
+# unloads a partition the moment its last publisher leaves and reloads it with its offsets
+# reset; see ARCHITECTURE.md ("SeaweedMQ backend").
+#
+# Environment: KELP_BIN (default: cargo build --release), WEED_BIN / WEED_VERSION / WEED_SRC
+# (see seaweedmq-up.sh), KELP_PYTHON_VENV (default target/interop/venv-python).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=scripts/lib.sh source-path=SCRIPTDIR/..
+source "$ROOT/scripts/lib.sh"
+
+RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kelp-seaweedmq-test.XXXXXX")
+STATE_FILE="$ROOT/target/seaweedmq-test.state"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]+"${PIDS[@]}"}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    SEAWEEDMQ_STATE=$STATE_FILE scripts/seaweedmq-down.sh || true
+}
+trap cleanup EXIT
+
+if [ -z "${KELP_BIN:-}" ]; then
+    banner "seaweedmq: cargo build --release"
+    cargo build --release --bin kelp
+    KELP_BIN=$ROOT/target/release/kelp
+fi
+
+VENV=${KELP_PYTHON_VENV:-$ROOT/target/interop/venv-python}
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
+    banner "seaweedmq: python venv with confluent-kafka"
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
+        -r tests/interop/python/requirements.txt
+fi
+
+banner "seaweedmq: starting a SeaweedFS stack"
+SEAWEEDMQ_STATE=$STATE_FILE scripts/seaweedmq-up.sh
+BROKER=127.0.0.1:${SEAWEEDMQ_BROKER_PORT:-17777}
+
+banner "seaweedmq: the gRPC core against the broker (tests/seaweedmq_core.rs)"
+KELP_SEAWEEDMQ=$BROKER cargo test --release --test seaweedmq_core
+
+# start_kelp NAME: starts kelp and waits until it listens; sets KELP_PORT and KELP_PID. Its log
+# is $RUN_DIR/kelp-NAME.log.
+start_kelp() {
+    local name=$1
+    KELP_PORT=$(free_port)
+    RUST_LOG=${RUST_LOG:-info} "$KELP_BIN" --backend seaweedmq --seaweedmq "$BROKER" \
+        --listen "127.0.0.1:$KELP_PORT" >"$RUN_DIR/kelp-$name.log" 2>&1 &
+    KELP_PID=$!
+    PIDS+=("$KELP_PID")
+    local deadline=$((SECONDS + 60))
+    until port_open 127.0.0.1 "$KELP_PORT"; do
+        if ! kill -0 "$KELP_PID" 2>/dev/null; then
+            tail -n 30 "$RUN_DIR/kelp-$name.log" >&2
+            die "kelp $name exited"
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || die "kelp $name did not listen within 60 s"
+        sleep 0.2
+    done
+}
+
+PREFIX=swmq-$(rand_hex)
+RESULTS=$RUN_DIR/results.txt
+run_phase() { # run_phase MODE PORT
+    KELP_BOOTSTRAP=127.0.0.1:$2 KELP_TOPIC_PREFIX=$PREFIX timeout 900 \
+        "$VENV/bin/python" tests/seaweedmq/kelp_acceptance.py "$1" "$RUN_DIR/acceptance.json" \
+        2>"$RUN_DIR/$1.log" | tee -a "$RESULTS"
+}
+
+banner "seaweedmq: kelp A, produce 5,000 records under every codec, commit a group"
+start_kelp A
+PORT_A=$KELP_PORT
+PID_A=$KELP_PID
+run_phase produce "$PORT_A" || true
+
+banner "seaweedmq: kelp B starts, kelp A stops (SIGTERM)"
+start_kelp B
+PORT_B=$KELP_PORT
+# B says when it holds every partition open; only then may A (the partitions' other
+# publisher) go.
+deadline=$((SECONDS + 120))
+until grep -qE 'holding ([0-9]+) of their \1 partitions open' "$RUN_DIR/kelp-B.log"; do
+    [ "$SECONDS" -lt "$deadline" ] || { tail -n 30 "$RUN_DIR/kelp-B.log" >&2; die "kelp B did not take over the partitions within 120 s"; }
+    sleep 0.2
+done
+grep -E 'holding [0-9]+ of their' "$RUN_DIR/kelp-B.log"
+kill -TERM "$PID_A"
+for _ in $(seq 1 100); do kill -0 "$PID_A" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$PID_A" 2>/dev/null && die "kelp A did not exit within 10 s of SIGTERM"
+
+banner "seaweedmq: read everything back through kelp B; the group resumes at its commits"
+run_phase verify "$PORT_B" || true
+
+passed=$(grep -c '^RESULT|.*|pass|' "$RESULTS" || true)
+failed=$(grep -c '^RESULT|.*|fail|' "$RESULTS" || true)
+others=$(grep -c '^RESULT' "$RESULTS" || true)
+echo "seaweedmq: $passed passed, $failed failed ($others scenarios); logs in $RUN_DIR"
+if [ "$failed" -gt 0 ] || [ "$passed" -ne 14 ]; then
+    for f in "$RUN_DIR"/*.log; do
+        echo "--- $f (tail)"
+        tail -n 20 "$f"
+    done
+    die "SeaweedMQ acceptance failed"
+fi
