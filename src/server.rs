@@ -3,6 +3,7 @@
 
 use crate::config::{limits, Backend, Config};
 use crate::conn;
+use crate::metrics::{self, Metrics};
 use crate::shard::{Mesh, Shard, ShardEnds};
 use anyhow::{bail, Context};
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
@@ -25,6 +26,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     raise_memlock_limit();
     let cores = config.shard_cores().map_err(anyhow::Error::msg)?;
+    // Bound before any shard starts: a taken metrics address stops kelp here, cleanly.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            metrics::http::bind(addr)
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics = Metrics::new(cores.len()).leak();
     let (mesh, ends) = Mesh::new(cores.len()).context("creating the shard mesh")?;
     let doorbells = MeshBuilder::<(), Full>::full(cores.len(), 1);
     let config = Arc::new(config);
@@ -40,7 +50,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .spin_before_park(config.spin())
             .preempt_timer(Duration::from_micros(config.preempt_us))
             .io_memory(256 * 1024)
-            .spawn(move || shard_main(id, config, mesh, ends, bells, ready))
+            .spawn(move || shard_main(id, config, mesh, metrics, ends, bells, ready))
             .map_err(|e| {
                 anyhow::anyhow!(
                     "starting shard {id} on core {core}: {e} (glommio needs locked memory: raise `ulimit -l`)"
@@ -64,6 +74,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         cores,
         config.backend
     );
+    let metrics_server = match metrics_listener {
+        Some(l) => {
+            let addr = l.local_addr().context("metrics listener address")?;
+            let server = metrics::http::spawn(l, metrics).context("starting the metrics thread")?;
+            log::info!("serving metrics on http://{addr}/metrics");
+            Some(server)
+        }
+        None => None,
+    };
 
     let mesh_for_signals = mesh.clone();
     std::thread::Builder::new()
@@ -88,6 +107,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for h in handles {
         let _ = h.join();
     }
+    if let Some(server) = metrics_server {
+        server.stop();
+    }
     log::info!("kelp stopped");
     Ok(())
 }
@@ -96,6 +118,7 @@ async fn shard_main(
     id: usize,
     config: Arc<Config>,
     mesh: Arc<Mesh>,
+    metrics: &'static Metrics,
     ends: ShardEnds,
     bells: MeshBuilder<(), Full>,
     ready: mpsc::Sender<Result<(), String>>,
@@ -113,7 +136,7 @@ async fn shard_main(
             return;
         }
     };
-    let shard = Shard::new(id, config.clone(), mesh.clone());
+    let shard = Shard::new(id, config.clone(), mesh.clone(), metrics.shard(id));
     let bells = shard.join_doorbells(bells).await;
     let inbox = glommio::spawn_local(shard.clone().run_inbox(ends, bells));
     let sweeper_shard = shard.clone();
@@ -213,6 +236,7 @@ fn accept_nonblocking(listen_fd: RawFd) -> Option<glommio::net::TcpStream> {
 fn admit(shard: &Rc<Shard>, mesh: &Arc<Mesh>, config: &Config, stream: glommio::net::TcpStream) {
     if mesh.connections.fetch_add(1, Ordering::SeqCst) >= config.max_connections {
         mesh.connections.fetch_sub(1, Ordering::SeqCst);
+        shard.metrics.connection_refused();
         log::warn!(
             "refusing a connection: --max-connections {} reached",
             config.max_connections
@@ -221,11 +245,13 @@ fn admit(shard: &Rc<Shard>, mesh: &Arc<Mesh>, config: &Config, stream: glommio::
     }
     shard.touch();
     shard.connections.set(shard.connections.get() + 1);
+    shard.metrics.connection_accepted(shard.connections.get());
     let s = shard.clone();
     let m = mesh.clone();
     glommio::spawn_local(async move {
         conn::serve(s.clone(), stream).await;
         s.connections.set(s.connections.get() - 1);
+        s.metrics.connection_closed(s.connections.get());
         m.connections.fetch_sub(1, Ordering::SeqCst);
     })
     .detach();

@@ -18,6 +18,7 @@
 use crate::config::{limits, Config};
 use crate::error::ErrorCode;
 use crate::group::{self, Coordinator, GroupConfig, GroupOp, GroupReply};
+use crate::metrics::ShardMetrics;
 use crate::partition::{Partition, ProduceOutcome};
 use crate::storage::{OffsetAndTimestamp, ReadResult};
 use crate::topics::{Registry, RegistryError, TopicMeta, TopicSettings, TopicTable};
@@ -214,6 +215,8 @@ pub struct Shard {
     pub stop: Notify,
     /// Connections this shard serves now.
     pub connections: Cell<usize>,
+    /// This shard's counters for `/metrics` (written only here).
+    pub metrics: &'static ShardMetrics,
     /// When any task of this shard last did work; the spinner keeps polling until `--spin-us`
     /// after it.
     last_active: Cell<Instant>,
@@ -223,7 +226,12 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(id: usize, config: Arc<Config>, mesh: Arc<Mesh>) -> Rc<Shard> {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        mesh: Arc<Mesh>,
+        metrics: &'static ShardMetrics,
+    ) -> Rc<Shard> {
         let shards = mesh.shards() as i64;
         // Producer ids: unique across shards (id modulo shard count) and, since the embedded
         // backend forgets everything on restart, started from the clock so that a producer
@@ -253,6 +261,7 @@ impl Shard {
             stopping: Cell::new(false),
             stop: Notify::default(),
             connections: Cell::new(0),
+            metrics,
             last_active: Cell::new(Instant::now()),
             watched: RefCell::new(HashMap::new()),
         })
@@ -636,6 +645,8 @@ impl Shard {
                     .or_insert_with(|| Partition::new(meta.id, settings));
             }
         }
+        self.metrics
+            .set_ownership(partitions.len(), table.by_name.len());
         drop(partitions);
         *self.topics.borrow_mut() = table;
     }
