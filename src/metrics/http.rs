@@ -84,7 +84,11 @@ fn answer(mut stream: TcpStream, metrics: &Metrics, body: &mut String) -> io::Re
     let deadline = Instant::now() + Duration::from_millis(limits::METRICS_CLIENT_DEADLINE_MS);
     stream.set_nonblocking(false)?;
     let head = read_head(&mut stream, deadline)?;
-    let (status, content_type, payload): (&str, &str, &[u8]) = match route(&head) {
+    let route = match &head {
+        Head::Complete(h) => route(h),
+        Head::TooLarge => Route::BadRequest,
+    };
+    let (status, content_type, payload): (&str, &str, &[u8]) = match route {
         Route::Metrics => {
             body.clear();
             metrics.render(body);
@@ -110,14 +114,20 @@ fn answer(mut stream: TcpStream, metrics: &Metrics, body: &mut String) -> io::Re
             b"bad request\n",
         ),
     };
-    let head = format!(
+    let head_out = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n",
         payload.len()
     );
-    write_all_by(&mut stream, head.as_bytes(), deadline)?;
+    write_all_by(&mut stream, head_out.as_bytes(), deadline)?;
     write_all_by(&mut stream, payload, deadline)?;
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+    stream.shutdown(std::net::Shutdown::Write)?;
+    if matches!(head, Head::TooLarge) {
+        // Closing with unread input would reset the connection, and a reset can destroy the
+        // answer before the client reads it: take what it still sends until it closes (or the
+        // deadline).
+        drain(&mut stream, deadline);
+    }
     Ok(())
 }
 
@@ -154,9 +164,15 @@ fn route(head: &[u8]) -> Route {
     }
 }
 
-/// Reads until the blank line that ends the request head, or fails at the deadline. A head
-/// over the size limit comes back empty, which is answered with 400.
-fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<Vec<u8>> {
+/// A request head as read.
+enum Head {
+    Complete(Vec<u8>),
+    /// Over `limits::METRICS_REQUEST_BYTES_MAX` without its end: answered with 400.
+    TooLarge,
+}
+
+/// Reads until the blank line that ends the request head, or fails at the deadline.
+fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<Head> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {
@@ -169,7 +185,8 @@ fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<Vec<u8>> {
         }
         stream.set_read_timeout(Some(left))?;
         let room = limits::METRICS_REQUEST_BYTES_MAX - head.len();
-        let n = stream.read(&mut chunk[..room.min(1024)])?;
+        let want = room.min(chunk.len());
+        let n = stream.read(&mut chunk[..want])?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -178,12 +195,25 @@ fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<Vec<u8>> {
         }
         head.extend_from_slice(&chunk[..n]);
         if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            return Ok(head);
+            return Ok(Head::Complete(head));
         }
         if head.len() >= limits::METRICS_REQUEST_BYTES_MAX {
-            // Too long for a scrape: answer 400 rather than read on.
-            head.clear();
-            return Ok(head);
+            return Ok(Head::TooLarge);
+        }
+    }
+}
+
+/// Reads and drops input until EOF, an error or the deadline.
+fn drain(stream: &mut TcpStream, deadline: Instant) {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }
