@@ -328,6 +328,44 @@ mod tests {
     }
 
     #[test]
+    fn errors_are_found_at_every_level() {
+        use kafka_protocol::messages::offset_fetch_response::{
+            OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
+        };
+        use kafka_protocol::messages::produce_response::{
+            PartitionProduceResponse, TopicProduceResponse,
+        };
+        use kafka_protocol::messages::{OffsetFetchResponse, ProduceResponse};
+        let mut p = PartitionProduceResponse::default();
+        let mut t = TopicProduceResponse::default();
+        t.partition_responses = vec![p.clone()];
+        let mut ok = ProduceResponse::default();
+        ok.responses = vec![t.clone()];
+        assert!(!response_has_error(&ResponseKind::Produce(ok)));
+        p.error_code = 3;
+        t.partition_responses.push(p);
+        let mut bad = ProduceResponse::default();
+        bad.responses = vec![t];
+        assert!(response_has_error(&ResponseKind::Produce(bad)));
+
+        let mut part = OffsetFetchResponsePartitions::default();
+        part.error_code = 16;
+        let mut topic = OffsetFetchResponseTopics::default();
+        topic.partitions = vec![part];
+        let mut group = OffsetFetchResponseGroup::default();
+        group.topics = vec![topic];
+        let mut r = OffsetFetchResponse::default();
+        r.groups = vec![group];
+        assert!(response_has_error(&ResponseKind::OffsetFetch(r)));
+        assert!(!response_has_error(&ResponseKind::OffsetFetch(
+            OffsetFetchResponse::default()
+        )));
+        assert!(response_has_error(&ResponseKind::ApiVersions(
+            api_versions_response(35)
+        )));
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let mut seed = 0x9e3779b97f4a7c15u64;
         for len in 0..2000usize {
