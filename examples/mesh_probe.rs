@@ -21,6 +21,7 @@ fn main() {
         .unwrap_or(200);
     let config = Arc::new(Config::parse_from(["kelp"]));
     let (mesh, ends) = Mesh::new(2).unwrap();
+    let metrics = kelp::metrics::Metrics::new(2).leak();
     let bells = MeshBuilder::<(), Full>::full(2, 1);
     let mut handles = Vec::new();
     for (id, end) in ends.into_iter().enumerate() {
@@ -32,7 +33,7 @@ fn main() {
             .preempt_timer(Duration::from_micros(config.preempt_us))
             .io_memory(256 * 1024)
             .spawn(move || async move {
-                let shard = Shard::new(id, config, mesh, None);
+                let shard = Shard::new(id, config, mesh, metrics.shard(id), None);
                 let rings = shard.join_doorbells(bells).await;
                 let inbox = glommio::spawn_local(shard.clone().run_inbox(end, rings));
                 if id == 0 {

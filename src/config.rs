@@ -49,6 +49,12 @@ pub mod limits {
     pub const SEAWEEDMQ_PARTITIONS_MAX: i32 = 2520;
     /// How often each shard applies time-based retention to the partitions it owns.
     pub const RETENTION_SWEEP_MS: u64 = 5_000;
+    /// Largest HTTP request head the `/metrics` endpoint reads; a longer one gets 400.
+    pub const METRICS_REQUEST_BYTES_MAX: usize = 8 * 1024;
+    /// Time one `/metrics` client gets to send its request and take the answer.
+    pub const METRICS_CLIENT_DEADLINE_MS: u64 = 2_000;
+    /// How often the idle `/metrics` thread checks for shutdown.
+    pub const METRICS_ACCEPT_POLL_MS: u64 = 100;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,6 +181,13 @@ pub struct Config {
     #[arg(long, env = "KELP_OFFSETS_RETENTION_MINUTES", default_value_t = 10080)]
     pub offsets_retention_minutes: u64,
 
+    /// Address to serve Prometheus metrics on (`GET /metrics`, text format), e.g.
+    /// 127.0.0.1:9644. Per-shard and per-API request counts, errors, bytes, latency
+    /// histograms, connections and partitions. Not served unless given; kelp does not start if
+    /// the address cannot be bound.
+    #[arg(long, env = "KELP_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Node id of this broker in metadata.
     #[arg(long, env = "KELP_NODE_ID", default_value_t = 0)]
     pub node_id: i32,
@@ -246,6 +259,9 @@ impl Config {
         }
         if self.preempt_us == 0 {
             return Err("--preempt-us must be at least 1".into());
+        }
+        if self.metrics_listen == Some(self.listen) {
+            return Err("--metrics-listen must differ from --listen".into());
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 
 use crate::config::limits;
 use crate::handlers;
+use crate::metrics::{self, RequestTimer};
 use crate::protocol::{self, DecodeError, FRAME_PREFIX_BYTES};
 use crate::shard::Shard;
 use bytes::{Buf, Bytes, BytesMut};
@@ -133,20 +134,38 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             match take_frame(&mut rbuf, max_frame) {
                 Frame::NeedMore => break,
                 Frame::TooLarge(len) => {
+                    // Counted as a failed request of the API its header names, if buffered.
+                    let slot =
+                        metrics::slot_of_frame(rbuf.get(FRAME_PREFIX_BYTES..).unwrap_or(&[]));
+                    drop(RequestTimer::start(shard.metrics, slot, 0));
                     closing = Some(Close::Protocol(format!(
                         "frame of {len} bytes is over --max-request-bytes {max_frame}"
                     )));
                 }
-                Frame::Complete(frame) => match protocol::decode_request(frame) {
-                    Ok(req) => in_flight.push_back(Box::pin(handlers::handle(shard.clone(), req))),
-                    Err(DecodeError::ApiVersionsTooNew { correlation_id, .. }) => {
-                        let mut out = BytesMut::new();
-                        protocol::encode_api_versions_too_new(&mut out, correlation_id);
-                        let out = out.freeze();
-                        in_flight.push_back(Box::pin(async move { Some(out) }));
+                Frame::Complete(frame) => {
+                    let slot = metrics::slot_of_frame(&frame);
+                    let timer =
+                        RequestTimer::start(shard.metrics, slot, FRAME_PREFIX_BYTES + frame.len());
+                    match protocol::decode_request(frame) {
+                        Ok(req) => {
+                            let handled = handlers::handle(shard.clone(), req);
+                            in_flight.push_back(Box::pin(async move {
+                                let h = handled.await;
+                                timer.finish(h.frame.as_ref().map_or(0, Bytes::len), h.error);
+                                h.frame
+                            }));
+                        }
+                        Err(DecodeError::ApiVersionsTooNew { correlation_id, .. }) => {
+                            let mut out = BytesMut::new();
+                            protocol::encode_api_versions_too_new(&mut out, correlation_id);
+                            timer.finish(out.len(), true);
+                            let out = out.freeze();
+                            in_flight.push_back(Box::pin(async move { Some(out) }));
+                        }
+                        // The timer records a failed request as it drops.
+                        Err(e) => closing = Some(Close::Protocol(e.to_string())),
                     }
-                    Err(e) => closing = Some(Close::Protocol(e.to_string())),
-                },
+                }
             }
         }
         // Collect finished responses, in order.

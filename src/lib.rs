@@ -18,6 +18,7 @@
 //! - [`topics`]: topic metadata, its single writer on shard 0, topic configs.
 //! - [`group`]: the consumer-group coordinator of the groups a shard owns.
 //! - [`error`]: Kafka error codes and the mapping into them.
+//! - [`metrics`]: per-shard counters (single writer, no locks) and the `/metrics` endpoint.
 
 pub mod alloc;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod conn;
 pub mod error;
 pub mod group;
 pub mod handlers;
+pub mod metrics;
 pub mod partition;
 pub mod protocol;
 pub mod seaweed_offsets;

@@ -3,6 +3,7 @@
 
 use crate::config::{limits, Backend, Config};
 use crate::conn;
+use crate::metrics::{self, Metrics};
 use crate::seaweedmq::{SeaweedCore, SeaweedHandle, SeaweedOptions};
 use crate::shard::{Mesh, Shard, ShardEnds};
 use anyhow::{bail, Context};
@@ -50,6 +51,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let cores = config.shard_cores().map_err(anyhow::Error::msg)?;
+    // Bound before any shard starts: a taken metrics address stops kelp here, cleanly.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            metrics::http::bind(addr)
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics = Metrics::new(cores.len()).leak();
     let (mesh, ends) = Mesh::new(cores.len()).context("creating the shard mesh")?;
     let doorbells = MeshBuilder::<(), Full>::full(cores.len(), 1);
     let config = Arc::new(config);
@@ -66,7 +76,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .spin_before_park(config.spin())
             .preempt_timer(Duration::from_micros(config.preempt_us))
             .io_memory(256 * 1024)
-            .spawn(move || shard_main(id, config, mesh, ends, bells, ready, seaweed))
+            .spawn(move || shard_main(id, config, mesh, metrics, ends, bells, ready, seaweed))
             .map_err(|e| {
                 anyhow::anyhow!(
                     "starting shard {id} on core {core}: {e} (glommio needs locked memory: raise `ulimit -l`)"
@@ -90,6 +100,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         cores,
         config.backend
     );
+    let metrics_server = match metrics_listener {
+        Some(l) => {
+            let addr = l.local_addr().context("metrics listener address")?;
+            let server = metrics::http::spawn(l, metrics).context("starting the metrics thread")?;
+            log::info!("serving metrics on http://{addr}/metrics");
+            Some(server)
+        }
+        None => None,
+    };
 
     let mesh_for_signals = mesh.clone();
     std::thread::Builder::new()
@@ -117,6 +136,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if let Some(s) = &seaweed {
         s.shutdown();
     }
+    if let Some(server) = metrics_server {
+        server.stop();
+    }
     log::info!("kelp stopped");
     Ok(())
 }
@@ -125,6 +147,7 @@ async fn shard_main(
     id: usize,
     config: Arc<Config>,
     mesh: Arc<Mesh>,
+    metrics: &'static Metrics,
     ends: ShardEnds,
     bells: MeshBuilder<(), Full>,
     ready: mpsc::Sender<Result<(), String>>,
@@ -143,7 +166,7 @@ async fn shard_main(
             return;
         }
     };
-    let shard = Shard::new(id, config.clone(), mesh.clone(), seaweed);
+    let shard = Shard::new(id, config.clone(), mesh.clone(), metrics.shard(id), seaweed);
     let bells = shard.join_doorbells(bells).await;
     let inbox = glommio::spawn_local(shard.clone().run_inbox(ends, bells));
     if shard.seaweed.is_some() {
@@ -253,6 +276,7 @@ fn accept_nonblocking(listen_fd: RawFd) -> Option<glommio::net::TcpStream> {
 fn admit(shard: &Rc<Shard>, mesh: &Arc<Mesh>, config: &Config, stream: glommio::net::TcpStream) {
     if mesh.connections.fetch_add(1, Ordering::SeqCst) >= config.max_connections {
         mesh.connections.fetch_sub(1, Ordering::SeqCst);
+        shard.metrics.connection_refused();
         log::warn!(
             "refusing a connection: --max-connections {} reached",
             config.max_connections
@@ -261,11 +285,13 @@ fn admit(shard: &Rc<Shard>, mesh: &Arc<Mesh>, config: &Config, stream: glommio::
     }
     shard.touch();
     shard.connections.set(shard.connections.get() + 1);
+    shard.metrics.connection_accepted(shard.connections.get());
     let s = shard.clone();
     let m = mesh.clone();
     glommio::spawn_local(async move {
         conn::serve(s.clone(), stream).await;
         s.connections.set(s.connections.get() - 1);
+        s.metrics.connection_closed(s.connections.get());
         m.connections.fetch_sub(1, Ordering::SeqCst);
     })
     .detach();

@@ -18,6 +18,7 @@
 use crate::config::{limits, Config};
 use crate::error::ErrorCode;
 use crate::group::{self, Coordinator, GroupConfig, GroupOp, GroupReply};
+use crate::metrics::ShardMetrics;
 use crate::partition::{Partition, ProduceOutcome};
 use crate::seaweedmq::SeaweedHandle;
 use crate::storage::{OffsetAndTimestamp, ReadResult};
@@ -227,6 +228,8 @@ pub struct Shard {
     pub stop: Notify,
     /// Connections this shard serves now.
     pub connections: Cell<usize>,
+    /// This shard's counters for `/metrics` (written only here).
+    pub metrics: &'static ShardMetrics,
     /// When any task of this shard last did work; the spinner keeps polling until `--spin-us`
     /// after it.
     last_active: Cell<Instant>,
@@ -250,6 +253,7 @@ impl Shard {
         id: usize,
         config: Arc<Config>,
         mesh: Arc<Mesh>,
+        metrics: &'static ShardMetrics,
         seaweed: Option<SeaweedHandle>,
     ) -> Rc<Shard> {
         let shards = mesh.shards() as i64;
@@ -281,6 +285,7 @@ impl Shard {
             stopping: Cell::new(false),
             stop: Notify::default(),
             connections: Cell::new(0),
+            metrics,
             last_active: Cell::new(Instant::now()),
             watched: RefCell::new(HashMap::new()),
             grpc_waiting: Cell::new(0),
@@ -787,6 +792,8 @@ impl Shard {
                     });
             }
         }
+        self.metrics
+            .set_ownership(partitions.len(), table.by_name.len());
         drop(partitions);
         *self.topics.borrow_mut() = table;
     }

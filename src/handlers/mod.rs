@@ -20,8 +20,27 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// Handles one request; `None` means no response frame (acks=0 produce).
-pub async fn handle(shard: Rc<Shard>, req: Request) -> Option<Bytes> {
+/// What handling one request produced.
+pub struct Handled {
+    /// The response frame; `None` means no frame (acks=0 produce, or a response that could
+    /// not be encoded).
+    pub frame: Option<Bytes>,
+    /// The answer carries a non-zero error code ([`protocol::response_has_error`]), or could
+    /// not be produced.
+    pub error: bool,
+}
+
+impl Handled {
+    fn failed() -> Handled {
+        Handled {
+            frame: None,
+            error: true,
+        }
+    }
+}
+
+/// Handles one request.
+pub async fn handle(shard: Rc<Shard>, req: Request) -> Handled {
     let version = req.version;
     let api_key = req.api_key;
     let correlation_id = req.header.correlation_id;
@@ -34,11 +53,14 @@ pub async fn handle(shard: Rc<Shard>, req: Request) -> Option<Bytes> {
         }
         RequestKind::Produce(r) => {
             let acks = r.acks;
-            let resp = produce::produce(&shard, r, version).await;
+            let resp = ResponseKind::Produce(produce::produce(&shard, r, version).await);
             if acks == 0 {
-                return None;
+                return Handled {
+                    frame: None,
+                    error: protocol::response_has_error(&resp),
+                };
             }
-            ResponseKind::Produce(resp)
+            resp
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(&shard, r, version).await),
         RequestKind::ListOffsets(r) => {
@@ -115,15 +137,18 @@ pub async fn handle(shard: Rc<Shard>, req: Request) -> Option<Bytes> {
             // The codec only lets through what SUPPORTED_APIS lists, and every one of those has
             // an arm above; reaching here is a programming error, answered by closing.
             log::error!("no handler for {:?}", std::mem::discriminant(&other));
-            return None;
+            return Handled::failed();
         }
     };
     let mut out = BytesMut::new();
     match protocol::encode_response(&mut out, api_key, version, correlation_id, &body) {
-        Ok(()) => Some(out.freeze()),
+        Ok(()) => Handled {
+            frame: Some(out.freeze()),
+            error: protocol::response_has_error(&body),
+        },
         Err(e) => {
             log::error!("could not encode {api_key:?} v{version} response: {e:#}");
-            None
+            Handled::failed()
         }
     }
 }

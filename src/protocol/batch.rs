@@ -477,11 +477,14 @@ pub fn is_log_append_time(batch: &[u8]) -> bool {
     be_i16(batch, OFFSET_ATTRIBUTES) & ATTR_TIMESTAMP_TYPE != 0
 }
 
-#[cfg(test)]
-pub(crate) mod tests_support {
+/// Batches for tests (the unit tests here and the integration tests under `tests/`); the
+/// broker never calls this.
+#[doc(hidden)]
+pub mod tests_support {
     use super::*;
 
-    /// Builds a v2 batch by hand so the tests do not depend on another encoder.
+    /// Builds an uncompressed v2 batch by hand (valid CRC, one header per record) so the tests
+    /// do not depend on another encoder.
     pub fn build_batch(records: &[(&[u8], &[u8])], base_ts: i64) -> Vec<u8> {
         let varint = put_varint;
         let mut body = Vec::new();

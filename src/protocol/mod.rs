@@ -154,6 +154,74 @@ pub fn encode_response(
     Ok(())
 }
 
+/// Whether a response carries a non-zero error code anywhere: at the top level, or for any
+/// topic, partition, resource, member or group it lists. (`/metrics` counts these answers as
+/// errors; so it counts the codes the protocol uses in normal operation too, such as
+/// MEMBER_ID_REQUIRED or REBALANCE_IN_PROGRESS.)
+pub fn response_has_error(body: &ResponseKind) -> bool {
+    fn any<T>(items: &[T], f: impl Fn(&T) -> bool) -> bool {
+        items.iter().any(f)
+    }
+    match body {
+        ResponseKind::ApiVersions(r) => r.error_code != 0,
+        ResponseKind::Metadata(r) => {
+            r.error_code != 0
+                || any(&r.topics, |t| {
+                    t.error_code != 0 || any(&t.partitions, |p| p.error_code != 0)
+                })
+        }
+        ResponseKind::Produce(r) => any(&r.responses, |t| {
+            any(&t.partition_responses, |p| p.error_code != 0)
+        }),
+        ResponseKind::Fetch(r) => {
+            r.error_code != 0 || any(&r.responses, |t| any(&t.partitions, |p| p.error_code != 0))
+        }
+        ResponseKind::ListOffsets(r) => {
+            any(&r.topics, |t| any(&t.partitions, |p| p.error_code != 0))
+        }
+        ResponseKind::OffsetForLeaderEpoch(r) => {
+            any(&r.topics, |t| any(&t.partitions, |p| p.error_code != 0))
+        }
+        ResponseKind::FindCoordinator(r) => {
+            r.error_code != 0 || any(&r.coordinators, |c| c.error_code != 0)
+        }
+        ResponseKind::DescribeCluster(r) => r.error_code != 0,
+        ResponseKind::InitProducerId(r) => r.error_code != 0,
+        ResponseKind::CreateTopics(r) => any(&r.topics, |t| t.error_code != 0),
+        ResponseKind::DeleteTopics(r) => any(&r.responses, |t| t.error_code != 0),
+        ResponseKind::CreatePartitions(r) => any(&r.results, |t| t.error_code != 0),
+        ResponseKind::DeleteRecords(r) => {
+            any(&r.topics, |t| any(&t.partitions, |p| p.error_code != 0))
+        }
+        ResponseKind::DescribeConfigs(r) => any(&r.results, |c| c.error_code != 0),
+        ResponseKind::AlterConfigs(r) => any(&r.responses, |c| c.error_code != 0),
+        ResponseKind::IncrementalAlterConfigs(r) => any(&r.responses, |c| c.error_code != 0),
+        ResponseKind::JoinGroup(r) => r.error_code != 0,
+        ResponseKind::SyncGroup(r) => r.error_code != 0,
+        ResponseKind::Heartbeat(r) => r.error_code != 0,
+        ResponseKind::LeaveGroup(r) => r.error_code != 0 || any(&r.members, |m| m.error_code != 0),
+        ResponseKind::OffsetCommit(r) => {
+            any(&r.topics, |t| any(&t.partitions, |p| p.error_code != 0))
+        }
+        ResponseKind::OffsetFetch(r) => {
+            r.error_code != 0
+                || any(&r.topics, |t| any(&t.partitions, |p| p.error_code != 0))
+                || any(&r.groups, |g| {
+                    g.error_code != 0
+                        || any(&g.topics, |t| any(&t.partitions, |p| p.error_code != 0))
+                })
+        }
+        ResponseKind::DescribeGroups(r) => any(&r.groups, |g| g.error_code != 0),
+        ResponseKind::ListGroups(r) => r.error_code != 0,
+        ResponseKind::DeleteGroups(r) => any(&r.results, |g| g.error_code != 0),
+        ResponseKind::OffsetDelete(r) => {
+            r.error_code != 0 || any(&r.topics, |t| any(&t.partitions, |p| p.error_code != 0))
+        }
+        // Not served (the codec refuses their requests), so never answered.
+        _ => false,
+    }
+}
+
 /// The body of the answer to a too-new ApiVersions: error 35 (UNSUPPORTED_VERSION) and the
 /// supported ranges, encoded as v0 (KIP-511).
 pub fn encode_api_versions_too_new(out: &mut BytesMut, correlation_id: i32) {
@@ -257,6 +325,44 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn errors_are_found_at_every_level() {
+        use kafka_protocol::messages::offset_fetch_response::{
+            OffsetFetchResponseGroup, OffsetFetchResponsePartitions, OffsetFetchResponseTopics,
+        };
+        use kafka_protocol::messages::produce_response::{
+            PartitionProduceResponse, TopicProduceResponse,
+        };
+        use kafka_protocol::messages::{OffsetFetchResponse, ProduceResponse};
+        let mut p = PartitionProduceResponse::default();
+        let mut t = TopicProduceResponse::default();
+        t.partition_responses = vec![p.clone()];
+        let mut ok = ProduceResponse::default();
+        ok.responses = vec![t.clone()];
+        assert!(!response_has_error(&ResponseKind::Produce(ok)));
+        p.error_code = 3;
+        t.partition_responses.push(p);
+        let mut bad = ProduceResponse::default();
+        bad.responses = vec![t];
+        assert!(response_has_error(&ResponseKind::Produce(bad)));
+
+        let mut part = OffsetFetchResponsePartitions::default();
+        part.error_code = 16;
+        let mut topic = OffsetFetchResponseTopics::default();
+        topic.partitions = vec![part];
+        let mut group = OffsetFetchResponseGroup::default();
+        group.topics = vec![topic];
+        let mut r = OffsetFetchResponse::default();
+        r.groups = vec![group];
+        assert!(response_has_error(&ResponseKind::OffsetFetch(r)));
+        assert!(!response_has_error(&ResponseKind::OffsetFetch(
+            OffsetFetchResponse::default()
+        )));
+        assert!(response_has_error(&ResponseKind::ApiVersions(
+            api_versions_response(35)
+        )));
     }
 
     #[test]
