@@ -334,9 +334,11 @@ run_point() {
 # point SWEEP CONNS PARTS REP: run_point, again (up to $RETRIES times) while other processes
 # disturbed it and the budget lasts.
 point() {
-    local attempt=1
+    local attempt=1 n=1
     while :; do
-        run_point "$1" "$2" "$3" "r$4-$attempt"
+        # A count listed twice in a sweep gets runs of its own (the report pools them).
+        while [[ -e $RUN_DIR/$1-c$2-p$3-r$4-$n.meta ]]; do n=$((n + 1)); done
+        run_point "$1" "$2" "$3" "r$4-$n"
         if ((OTHERS_PCT <= QUIET_BELOW || attempt > RETRIES || SECONDS >= BUDGET_END)); then
             return 0
         fi
