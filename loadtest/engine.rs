@@ -86,6 +86,11 @@ pub struct Sender {
     /// Where the record batch lies in `frame`, to re-stamp it per send.
     pub batch: Option<records::Batch>,
     pub batch_start: usize,
+    /// With more than one: the partitions this sender cycles through, one per request, written
+    /// at `partition_at` in the frame (`produce --spread-partitions`).
+    pub partitions: Vec<i32>,
+    pub partition_at: usize,
+    pub next_partition: usize,
     pub records_per_request: u64,
     pub value_bytes_per_request: u64,
     pub reply: Reply,
@@ -198,8 +203,12 @@ impl Conn {
     }
 
     /// Reads what the socket has and handles every complete response. True on progress.
+    ///
+    /// A connection with no request outstanding is not read: nothing is due on it, and with
+    /// hundreds of mostly idle connections one `recv` each per pass would make the loop, and so
+    /// every measured latency, as slow as hundreds of syscalls.
     fn read(&mut self, plan: &Plan, rep: &mut Reporter) -> bool {
-        if self.dead {
+        if self.dead || self.pending.is_empty() {
             return false;
         }
         let mut progress = false;
@@ -361,6 +370,12 @@ impl Conn {
                     self.wbuf.extend_from_slice(&s.frame);
                     let at_corr = at + records::REQUEST_CORRELATION_AT;
                     self.wbuf[at_corr..at_corr + 4].copy_from_slice(&corr.to_be_bytes());
+                    if s.partitions.len() > 1 {
+                        let at_p = at + s.partition_at;
+                        let p = s.partitions[s.next_partition];
+                        self.wbuf[at_p..at_p + 4].copy_from_slice(&p.to_be_bytes());
+                        s.next_partition = (s.next_partition + 1) % s.partitions.len();
+                    }
                     if let Some(b) = &s.batch {
                         let start = at + s.batch_start;
                         let lag = now.saturating_duration_since(intended).as_nanos() as i64;
@@ -741,12 +756,12 @@ fn outstanding(conns: &[Conn], now: Instant) -> (usize, Option<Duration>) {
     (n, oldest)
 }
 
-/// Sleeps in `ppoll` until a connection is readable (or writable, if it has bytes queued), or
-/// `timeout` passes.
+/// Sleeps in `ppoll` until a connection with a request outstanding is readable (or writable, if
+/// it has bytes queued), or `timeout` passes.
 fn sleep_until_ready(conns: &[Conn], timeout: Duration) {
     let mut fds: Vec<libc::pollfd> = conns
         .iter()
-        .filter(|c| !c.dead)
+        .filter(|c| !c.dead && (!c.pending.is_empty() || c.wpos < c.wbuf.len()))
         .map(|c| libc::pollfd {
             fd: c.fd,
             events: libc::POLLIN

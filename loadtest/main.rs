@@ -53,6 +53,12 @@ enum Cmd {
         load: Load,
         #[command(flatten)]
         produce: ProduceOpts,
+        /// Cover every partition: connection i cycles through partitions i, i + connections,
+        /// i + 2 x connections, ... one per request (instead of always producing to partition
+        /// i % partitions). Partitions led by another broker than the connection's first one
+        /// are left out, with a warning.
+        #[arg(long)]
+        spread_partitions: bool,
         #[command(flatten)]
         run: RunOpts,
     },
@@ -250,8 +256,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             load,
             produce,
+            spread_partitions,
             run,
-        } => cmd_produce(target, load, produce, run),
+        } => cmd_produce(target, load, produce, spread_partitions, run),
         Cmd::Consume {
             target,
             connections,
@@ -353,13 +360,49 @@ fn loop_kind(load: &Load) -> String {
     }
 }
 
-/// Connects the producer connections: connection i to the leader of partition i % partitions.
+/// The partitions each producer connection sends to: `[i % partitions]` for connection i, or
+/// with `spread` every partition dealt out over the connections (those led by another broker
+/// than a connection's first partition left out, with a warning).
+fn producer_partitions(
+    layout: &kafka::TopicLayout,
+    connections: usize,
+    spread: bool,
+) -> Vec<Vec<i32>> {
+    let n = layout.leaders.len();
+    if !spread || connections >= n {
+        return (0..connections).map(|i| vec![(i % n) as i32]).collect();
+    }
+    let mut left_out = 0;
+    let out: Vec<Vec<i32>> = self::spread(n, connections)
+        .into_iter()
+        .map(|parts| {
+            let leader = &layout.leaders[parts[0] as usize];
+            let kept: Vec<i32> = parts
+                .iter()
+                .copied()
+                .filter(|&p| &layout.leaders[p as usize] == leader)
+                .collect();
+            left_out += parts.len() - kept.len();
+            kept
+        })
+        .collect();
+    if left_out > 0 {
+        eprintln!(
+            "loadtest: --spread-partitions: {left_out} partitions led by another broker than their connection's are not produced to"
+        );
+    }
+    out
+}
+
+/// Connects the producer connections: connection i to the leader of the first of its
+/// partitions (see [`producer_partitions`]).
 #[allow(clippy::too_many_arguments)]
 fn producer_conns(
     layout: &kafka::TopicLayout,
     version: i16,
     load: &Load,
     produce: &ProduceOpts,
+    spread: bool,
     measure: bool,
     acked: Option<&[Arc<AtomicI64>]>,
     first_send: Instant,
@@ -367,8 +410,11 @@ fn producer_conns(
     let batch = records::Batch::new(load.batch_records, load.record_bytes);
     let interval = send_interval(load);
     let mut conns = Vec::with_capacity(load.connections);
-    for i in 0..load.connections {
-        let p = i % layout.leaders.len();
+    for (i, partitions) in producer_partitions(layout, load.connections, spread)
+        .into_iter()
+        .enumerate()
+    {
+        let p = partitions[0] as usize;
         let t = records::produce_template(
             &layout.name,
             p as i32,
@@ -385,6 +431,9 @@ fn producer_conns(
         let sender = Sender {
             frame: t.frame,
             batch_start: t.batch_start,
+            partitions,
+            partition_at: t.partition_at,
+            next_partition: 0,
             batch: Some(t.batch),
             records_per_request: load.batch_records as u64,
             value_bytes_per_request: (load.batch_records * load.record_bytes) as u64,
@@ -508,6 +557,7 @@ fn cmd_produce(
     target: Target,
     load: Load,
     produce: ProduceOpts,
+    spread_partitions: bool,
     run: RunOpts,
 ) -> anyhow::Result<()> {
     check_load(&load)?;
@@ -516,14 +566,24 @@ fn cmd_produce(
     let layout = kafka::ensure_topic(&mut setup, &target.topic, target.partitions, true)?;
     drop(setup);
     let start = Instant::now();
-    let conns = producer_conns(&layout, version, &load, &produce, true, None, start)?;
+    let conns = producer_conns(
+        &layout,
+        version,
+        &load,
+        &produce,
+        spread_partitions,
+        true,
+        None,
+        start,
+    )?;
     let start = Instant::now();
     let plan = plan(&run, load.in_flight, send_interval(&load), start);
     let description = format!(
-        "{} topic {} ({} partitions), {} conn x {} in flight, {} B records x {} per request, acks={}, Produce v{version}, {}",
+        "{} topic {} ({} partitions{}), {} conn x {} in flight, {} B records x {} per request, acks={}, Produce v{version}, {}",
         target.bootstrap,
         layout.name,
         layout.leaders.len(),
+        if spread_partitions { ", spread" } else { "" },
         load.connections,
         load.in_flight,
         load.record_bytes,
@@ -535,6 +595,7 @@ fn cmd_produce(
     config.set("bootstrap", target.bootstrap.as_str());
     config.set("topic", target.topic.as_str());
     config.set("partitions", layout.leaders.len());
+    config.set("spread_partitions", spread_partitions);
     config.set("acks", produce.acks as i64);
     config.set("produce_version", version as i64);
     let label = run
@@ -709,6 +770,7 @@ fn cmd_end_to_end(
         &load,
         &produce,
         false,
+        false,
         Some(&acked),
         start,
     )?);
@@ -789,6 +851,9 @@ fn cmd_floor(
             frame: frame.clone(),
             batch: batch.clone(),
             batch_start: t.batch_start,
+            partitions: Vec::new(),
+            partition_at: t.partition_at,
+            next_partition: 0,
             records_per_request: load.batch_records as u64,
             value_bytes_per_request: (load.batch_records * load.record_bytes) as u64,
             reply: Reply::Raw,
@@ -835,4 +900,36 @@ fn cmd_floor(
     )?;
     drop(server);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(leaders: &[&str]) -> kafka::TopicLayout {
+        kafka::TopicLayout {
+            name: "t".into(),
+            leaders: leaders.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn producer_partitions_cover_the_topic_when_spread() {
+        let one = layout(&["a"; 10]);
+        assert_eq!(
+            producer_partitions(&one, 3, false),
+            vec![vec![0], vec![1], vec![2]]
+        );
+        assert_eq!(
+            producer_partitions(&one, 4, true),
+            vec![vec![0, 4, 8], vec![1, 5, 9], vec![2, 6], vec![3, 7]]
+        );
+        // More connections than partitions: one partition each, as without spreading.
+        let spread = producer_partitions(&one, 12, true);
+        assert_eq!(spread.len(), 12);
+        assert_eq!(spread[11], vec![1]);
+        // A connection keeps only the partitions its first partition's leader leads.
+        let two = layout(&["a", "b", "a", "b"]);
+        assert_eq!(producer_partitions(&two, 1, true), vec![vec![0, 2]]);
+    }
 }

@@ -114,11 +114,15 @@ pub fn read_stamp(value: &[u8]) -> Option<i64> {
     Some(i64::from_be_bytes(b))
 }
 
-/// A Produce request frame (length prefix included) and where its batch lies in it.
+/// A Produce request frame (length prefix included) and where its batch and its partition
+/// index lie in it.
 #[derive(Debug, Clone)]
 pub struct ProduceTemplate {
     pub frame: Vec<u8>,
     pub batch_start: usize,
+    /// Where the partition index (a big-endian i32) lies: rewriting it there sends the same
+    /// request to another partition of the topic.
+    pub partition_at: usize,
     pub batch: Batch,
 }
 
@@ -134,6 +138,41 @@ pub fn produce_template(
     version: i16,
     batch: Batch,
 ) -> anyhow::Result<ProduceTemplate> {
+    let frame = encode_produce(topic, partition, acks, timeout_ms, version, &batch)?;
+    // The partition index is a fixed-width INT32 in every version: encode once more with
+    // its bitwise complement, and the 4 bytes that differ (all of them do) are where it lies.
+    let other = encode_produce(topic, !partition, acks, timeout_ms, version, &batch)?;
+    let differ: Vec<usize> = (0..frame.len().min(other.len()))
+        .filter(|&i| frame[i] != other[i])
+        .collect();
+    let partition_at = match differ[..] {
+        [at, .., last] if frame.len() == other.len() && differ.len() == 4 && last == at + 3 => at,
+        _ => bail!("could not find the partition index inside the encoded Produce request"),
+    };
+    // The batch is the last field but for the tagged-field trailers of flexible versions.
+    let len = batch.bytes.len();
+    let Some(batch_start) = (0..=16usize)
+        .filter_map(|trailer| frame.len().checked_sub(len + trailer))
+        .find(|&s| frame[s..s + len] == batch.bytes[..])
+    else {
+        bail!("could not find the record batch inside the encoded Produce request");
+    };
+    Ok(ProduceTemplate {
+        frame,
+        batch_start,
+        partition_at,
+        batch,
+    })
+}
+
+fn encode_produce(
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    timeout_ms: i32,
+    version: i16,
+    batch: &Batch,
+) -> anyhow::Result<Vec<u8>> {
     let mut pd = PartitionProduceData::default();
     pd.index = partition;
     pd.records = Some(Bytes::from(batch.bytes.clone()));
@@ -153,20 +192,7 @@ pub fn produce_template(
         &RequestKind::Produce(req),
     )
     .context("encoding the Produce request template")?;
-    let frame = out.to_vec();
-    // The batch is the last field but for the tagged-field trailers of flexible versions.
-    let len = batch.bytes.len();
-    let Some(batch_start) = (0..=16usize)
-        .filter_map(|trailer| frame.len().checked_sub(len + trailer))
-        .find(|&s| frame[s..s + len] == batch.bytes[..])
-    else {
-        bail!("could not find the record batch inside the encoded Produce request");
-    };
-    Ok(ProduceTemplate {
-        frame,
-        batch_start,
-        batch,
-    })
+    Ok(out.to_vec())
 }
 
 /// Size in bytes (length prefix included) of the answer to a one-partition Produce request: what
@@ -228,6 +254,14 @@ mod tests {
             let req = kelp::protocol::decode_request(frame).unwrap();
             assert_eq!(req.version, version);
             assert!(matches!(req.body, RequestKind::Produce(_)));
+            // Rewriting the partition index sends the same request to another partition.
+            let mut f = t.frame.clone();
+            f[t.partition_at..t.partition_at + 4].copy_from_slice(&9_999i32.to_be_bytes());
+            let req = kelp::protocol::decode_request(Bytes::from(f[4..].to_vec())).unwrap();
+            let RequestKind::Produce(p) = req.body else {
+                panic!("not a Produce request");
+            };
+            assert_eq!(p.topic_data[0].partition_data[0].index, 9_999);
         }
         assert!(produce_response_bytes("t", 12) > 40);
     }

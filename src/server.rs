@@ -143,6 +143,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+// Everything a shard starts with, handed over once by the thread that spawns it.
+#[allow(clippy::too_many_arguments)]
 async fn shard_main(
     id: usize,
     config: Arc<Config>,
@@ -212,6 +214,11 @@ async fn shard_main(
     .detach();
     let _ = ready.send(Ok(()));
 
+    // The io_uring accept outlives a wake-up by the spinner: once submitted, it may already
+    // have taken a connection off the queue whose completion is not reaped yet, and dropping
+    // it then would leak that connection (glommio discards a cancelled accept's fd: the
+    // client is connected and never served). So it is replaced only once it has completed.
+    let mut accept = Box::pin(listener.accept());
     loop {
         // Take every pending connection without io_uring (a spinning shard looks at io_uring
         // only every preemption interval), then wait for the next one: the spinner polls the
@@ -224,19 +231,24 @@ async fn shard_main(
         }
         let stop = shard.stop.notified();
         let ready = shard.watch_fd(listen_fd);
-        let accept = listener.accept();
-        futures::pin_mut!(accept);
-        let woke =
-            futures::future::select(accept, futures::future::select(ready.notified(), stop)).await;
+        let woke = futures::future::select(
+            accept.as_mut(),
+            futures::future::select(ready.notified(), stop),
+        )
+        .await;
         shard.unwatch_fd(listen_fd);
-        match woke {
-            futures::future::Either::Left((Ok(s), _)) => admit(&shard, &mesh, &config, s),
-            futures::future::Either::Left((Err(e), _)) => {
-                log::warn!("shard {id}: accept failed: {e}")
-            }
-            futures::future::Either::Right(_) => {}
+        let accepted = match woke {
+            futures::future::Either::Left((accepted, _)) => Some(accepted),
+            futures::future::Either::Right(_) => None,
+        };
+        match accepted {
+            Some(Ok(s)) => admit(&shard, &mesh, &config, s),
+            Some(Err(e)) => log::warn!("shard {id}: accept failed: {e}"),
+            None => continue,
         }
+        accept = Box::pin(listener.accept());
     }
+    drop(accept);
     drop(listener);
     inbox.await;
 }
