@@ -891,6 +891,33 @@ impl Coordinator {
         self.store_offset(group_id, topic, partition, offset)
     }
 
+    /// Stores a checked commit's offsets (creating the group, empty, if it went meanwhile);
+    /// one error code per offset, in order.
+    pub fn commit_offsets(
+        &mut self,
+        group_id: &str,
+        offsets: Vec<(String, i32, i64, i32, Option<String>)>,
+        now: Instant,
+    ) -> Vec<i16> {
+        offsets
+            .into_iter()
+            .map(|(t, p, offset, leader_epoch, metadata)| {
+                self.restore_offset(
+                    group_id,
+                    &t,
+                    p,
+                    CommittedOffset {
+                        offset,
+                        leader_epoch,
+                        metadata,
+                        commit_time: now,
+                    },
+                    now,
+                )
+            })
+            .collect()
+    }
+
     /// Whether a commit's metadata string is within the limit.
     pub fn metadata_ok(&self, metadata: Option<&str>) -> bool {
         metadata.is_none_or(|m| m.len() <= self.config.offset_metadata_max_bytes)
@@ -1466,23 +1493,7 @@ pub async fn apply(coordinator: &std::cell::RefCell<Coordinator>, op: GroupOp) -
             if let Err(e) = c.check_commit(&group, &member, instance.as_deref(), generation, now) {
                 return GroupReply::Codes(Err(e));
             }
-            let codes = offsets
-                .into_iter()
-                .map(|(t, p, offset, leader_epoch, metadata)| {
-                    c.store_offset(
-                        &group,
-                        &t,
-                        p,
-                        CommittedOffset {
-                            offset,
-                            leader_epoch,
-                            metadata,
-                            commit_time: now,
-                        },
-                    )
-                })
-                .collect();
-            GroupReply::Codes(Ok(codes))
+            GroupReply::Codes(Ok(c.commit_offsets(&group, offsets, now)))
         }
         GroupOp::FetchOffsets { group, topics } => {
             let c = coordinator.borrow();

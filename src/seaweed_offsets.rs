@@ -142,24 +142,10 @@ impl Shard {
                         offsets.len()
                     ]));
                 }
-                let mut c = self.groups.borrow_mut();
-                let codes = offsets
-                    .into_iter()
-                    .map(|(t, p, offset, leader_epoch, metadata)| {
-                        c.restore_offset(
-                            &group,
-                            &t,
-                            p,
-                            CommittedOffset {
-                                offset,
-                                leader_epoch,
-                                metadata,
-                                commit_time: now,
-                            },
-                            now,
-                        )
-                    })
-                    .collect();
+                let codes = self
+                    .groups
+                    .borrow_mut()
+                    .commit_offsets(&group, offsets, now);
                 GroupReply::Codes(Ok(codes))
             }
             GroupOp::Delete { group } => {
