@@ -223,10 +223,7 @@ impl Shard {
                     self.id
                 ),
             }
-            let stop = self.stop.notified();
-            let tick = glommio::timer::sleep(backoff);
-            futures::pin_mut!(tick);
-            futures::future::select(tick, stop).await;
+            self.pause(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }

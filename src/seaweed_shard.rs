@@ -185,15 +185,23 @@ impl Shard {
         let r = self
             .grpc(handle.partition_range(&tp.topic, tp.partition))
             .await?;
+        Ok((
+            r.earliest.max(0),
+            self.observe_range(tp, r.earliest, r.high_water_mark),
+        ))
+    }
+
+    /// Tells the partition what the broker said of its range; returns the high-water mark
+    /// as the partition now knows it.
+    fn observe_range(&self, tp: &TopicPartition, log_start: i64, high_watermark: i64) -> i64 {
         let mut partitions = self.partitions.borrow_mut();
-        let hw = match partitions.get_mut(tp).and_then(|p| p.seaweed_log()) {
+        match partitions.get_mut(tp).and_then(|p| p.seaweed_log()) {
             Some(log) => {
-                log.observe_range(r.earliest, r.high_water_mark);
+                log.observe_range(log_start, high_watermark);
                 log.high_watermark()
             }
-            None => r.high_water_mark,
-        };
-        Ok((r.earliest.max(0), hw))
+            None => high_watermark,
+        }
     }
 
     /// Reads from SeaweedMQ what the cache does not hold, as one uncompressed batch.
@@ -214,20 +222,10 @@ impl Shard {
                 limits::SEAWEEDMQ_FETCH_MESSAGES_MAX,
             ))
             .await;
-        let observe = |start: i64, hw: i64| -> i64 {
-            let mut partitions = self.partitions.borrow_mut();
-            match partitions.get_mut(tp).and_then(|p| p.seaweed_log()) {
-                Some(log) => {
-                    log.observe_range(start, hw);
-                    log.high_watermark()
-                }
-                None => hw,
-            }
-        };
         match fetched {
             Ok(f) => {
                 let log_start = f.log_start.max(0);
-                let mut hw = observe(log_start, f.high_water_mark);
+                let mut hw = self.observe_range(tp, log_start, f.high_water_mark);
                 let mut out = ReadResult {
                     high_watermark: hw,
                     log_start_offset: log_start,
@@ -248,7 +246,7 @@ impl Shard {
                 high_water_mark,
                 ..
             }) => {
-                observe(log_start, high_water_mark);
+                self.observe_range(tp, log_start, high_water_mark);
                 Err(ErrorCode::OffsetOutOfRange)
             }
             Err(e) => {
@@ -461,10 +459,7 @@ impl Shard {
                     "SeaweedMQ not reachable yet ({e}); topics load when it is (retrying in {backoff:?})"
                 ),
             }
-            let stop = self.stop.notified();
-            let tick = glommio::timer::sleep(backoff);
-            futures::pin_mut!(tick);
-            futures::future::select(tick, stop).await;
+            self.pause(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
@@ -512,11 +507,8 @@ impl Shard {
                 log::info!("shard {}: SeaweedMQ partitions held open again", self.id);
             }
             failing = !errors.is_empty();
-            let stop = self.stop.notified();
-            let tick =
-                glommio::timer::sleep(Duration::from_millis(limits::SEAWEEDMQ_ATTACH_CHECK_MS));
-            futures::pin_mut!(tick);
-            futures::future::select(tick, stop).await;
+            self.pause(Duration::from_millis(limits::SEAWEEDMQ_ATTACH_CHECK_MS))
+                .await;
         }
     }
 }

@@ -184,10 +184,9 @@ async fn shard_main(
     let sweeper_shard = shard.clone();
     glommio::spawn_local(async move {
         loop {
-            let stop = sweeper_shard.stop.notified();
-            let tick = glommio::timer::sleep(Duration::from_millis(limits::RETENTION_SWEEP_MS));
-            futures::pin_mut!(tick);
-            futures::future::select(tick, stop).await;
+            sweeper_shard
+                .pause(Duration::from_millis(limits::RETENTION_SWEEP_MS))
+                .await;
             if sweeper_shard.stopping.get() {
                 break;
             }
@@ -198,10 +197,9 @@ async fn shard_main(
     let ticker_shard = shard.clone();
     glommio::spawn_local(async move {
         loop {
-            let stop = ticker_shard.stop.notified();
-            let tick = glommio::timer::sleep(Duration::from_millis(limits::GROUP_TICK_MS));
-            futures::pin_mut!(tick);
-            futures::future::select(tick, stop).await;
+            ticker_shard
+                .pause(Duration::from_millis(limits::GROUP_TICK_MS))
+                .await;
             if ticker_shard.stopping.get() {
                 break;
             }

@@ -299,6 +299,14 @@ impl Shard {
         self.mesh.shards()
     }
 
+    /// Sleeps for `d`, or less if the shard is asked to stop meanwhile.
+    pub async fn pause(&self, d: Duration) {
+        let stop = self.stop.notified();
+        let tick = glommio::timer::sleep(d);
+        futures::pin_mut!(tick);
+        futures::future::select(tick, stop).await;
+    }
+
     /// Records that this shard just did work (keeps its spinner polling).
     pub fn touch(&self) {
         self.last_active.set(Instant::now());
