@@ -14,7 +14,7 @@
 //! bounds replay time.
 
 use crate::group::{self, codes, CommittedOffset, GroupOp, GroupReply};
-use crate::protocol::batch::{put_varint, read_varint};
+use crate::protocol::batch::{put_varint, read_bytes};
 use crate::seaweed_shard::answer;
 use crate::seaweedmq::{Record, SeaweedError};
 use crate::shard::{shard_for_group, Shard};
@@ -44,11 +44,8 @@ pub fn encode_key(group: &str, topic: &str, partition: i32) -> Bytes {
 pub fn decode_key(k: &[u8]) -> Option<(String, String, i32)> {
     let mut at = 0;
     let string = |at: &mut usize| -> Option<String> {
-        let n = read_varint(k, at).ok()?;
-        let end = at.checked_add(usize::try_from(n).ok()?)?;
-        let s = std::str::from_utf8(k.get(*at..end)?).ok()?.to_string();
-        *at = end;
-        Some(s)
+        let s = read_bytes(k, at).ok()??;
+        std::str::from_utf8(s).ok().map(str::to_string)
     };
     let group = string(&mut at)?;
     let topic = string(&mut at)?;

@@ -275,7 +275,8 @@ pub struct RecordView<'a> {
     pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
 }
 
-fn read_bytes<'a>(buf: &'a [u8], at: &mut usize) -> Result<Option<&'a [u8]>, BatchError> {
+/// A varint-length-prefixed field (-1 = null), as records and their headers carry them.
+pub fn read_bytes<'a>(buf: &'a [u8], at: &mut usize) -> Result<Option<&'a [u8]>, BatchError> {
     let len = read_varint(buf, at)?;
     if len < 0 {
         return Ok(None);

@@ -74,15 +74,8 @@ pub fn encode(
     out.push(flags);
     put_varint(&mut out, headers.len() as i64);
     for (k, v) in headers {
-        put_varint(&mut out, k.len() as i64);
-        out.extend_from_slice(k);
-        match v {
-            Some(v) => {
-                put_varint(&mut out, v.len() as i64);
-                out.extend_from_slice(v);
-            }
-            None => put_varint(&mut out, -1),
-        }
+        put_opt(&mut out, Some(k));
+        put_opt(&mut out, *v);
     }
     out.extend_from_slice(value.unwrap_or_default());
     Record {
@@ -124,17 +117,7 @@ fn decode_envelope(b: Bytes, key: Bytes) -> Result<KafkaRecord, BatchError> {
     }
     let mut headers = Vec::with_capacity(n as usize);
     let field = |at: &mut usize| -> Result<Option<Bytes>, BatchError> {
-        let len = read_varint(rest, at)?;
-        if len < 0 {
-            return Ok(None);
-        }
-        let end = at
-            .checked_add(len as usize)
-            .filter(|&e| e <= rest.len())
-            .ok_or(BatchError::MalformedRecords("bad kelp envelope"))?;
-        let s = rest_bytes.slice(*at..end);
-        *at = end;
-        Ok(Some(s))
+        Ok(batch::read_bytes(rest, at)?.map(|s| rest_bytes.slice_ref(s)))
     };
     for _ in 0..n {
         let k = field(&mut at)?.ok_or(bad.clone())?;
