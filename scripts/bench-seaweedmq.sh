@@ -33,27 +33,19 @@ SEAWEEDMQ_STATE=$STATE_FILE scripts/seaweedmq-up.sh
 WEED=${WEED_BIN:-$ROOT/target/weed-bin/weed}
 [ -x "$WEED" ] || WEED=$(command -v weed)
 
-wait_port() {
-    local deadline=$((SECONDS + 90))
-    until port_open 127.0.0.1 "$1"; do
-        [ "$SECONDS" -lt "$deadline" ] || die "nothing listens on $1 after 90 s"
-        sleep 0.2
-    done
-}
-
 KELP_SW=$(free_port)
 target/release/kelp --backend seaweedmq --listen "127.0.0.1:$KELP_SW" >"$RAW/kelp-seaweedmq.log" 2>&1 &
 PIDS+=("$!")
+wait_listening "$KELP_SW" "$!" "$RAW/kelp-seaweedmq.log" 90 "kelp (seaweedmq)"
 KELP_MEM=$(free_port)
 target/release/kelp --listen "127.0.0.1:$KELP_MEM" >"$RAW/kelp-memory.log" 2>&1 &
 PIDS+=("$!")
+wait_listening "$KELP_MEM" "$!" "$RAW/kelp-memory.log" 90 "kelp (memory)"
 # The 4.53 gateway advertises port 9093 whatever -port says (see test-seaweedmq.sh).
 "$WEED" mq.kafka.gateway -master=127.0.0.1:9333 -ip=127.0.0.1 -port=9093 \
     -schema-registry-url=http://127.0.0.1:9 >"$RAW/weed-gateway.log" 2>&1 &
 PIDS+=("$!")
-wait_port "$KELP_SW"
-wait_port "$KELP_MEM"
-wait_port 9093
+wait_listening 9093 "$!" "$RAW/weed-gateway.log" 90 "weed mq.kafka.gateway"
 
 run() { # run NAME PORT TOPIC
     banner "bench-seaweedmq: $1"

@@ -21,6 +21,23 @@ port_open() {
     (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
 }
 
+# wait_listening PORT PID LOG SECONDS WHAT: waits until 127.0.0.1:PORT accepts; dies with the
+# tail of LOG if process PID exits first or SECONDS pass.
+wait_listening() {
+    local port=$1 pid=$2 log=$3 deadline=$((SECONDS + $4)) what=$5
+    until port_open 127.0.0.1 "$port"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 30 "$log" >&2
+            die "$what exited before listening on $port"
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            tail -n 30 "$log" >&2
+            die "$what did not listen on $port within $4 s"
+        fi
+        sleep 0.2
+    done
+}
+
 # rand_hex: 8 random hex digits.
 rand_hex() {
     od -An -N4 -tx1 /dev/urandom | tr -d ' \n'

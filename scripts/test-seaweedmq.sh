@@ -64,15 +64,7 @@ start_kelp() {
         --listen "127.0.0.1:$KELP_PORT" >"$RUN_DIR/kelp-$name.log" 2>&1 &
     KELP_PID=$!
     PIDS+=("$KELP_PID")
-    local deadline=$((SECONDS + 60))
-    until port_open 127.0.0.1 "$KELP_PORT"; do
-        if ! kill -0 "$KELP_PID" 2>/dev/null; then
-            tail -n 30 "$RUN_DIR/kelp-$name.log" >&2
-            die "kelp $name exited"
-        fi
-        [ "$SECONDS" -lt "$deadline" ] || die "kelp $name did not listen within 60 s"
-        sleep 0.2
-    done
+    wait_listening "$KELP_PORT" "$KELP_PID" "$RUN_DIR/kelp-$name.log" 60 "kelp $name"
 }
 
 PREFIX=swmq-$(rand_hex)
@@ -121,11 +113,7 @@ fi
 "$WEED" mq.kafka.gateway -master="127.0.0.1:${SEAWEEDMQ_MASTER_PORT:-9333}" -ip=127.0.0.1 \
     -port="$GW_PORT" -schema-registry-url=http://127.0.0.1:9 >"$RUN_DIR/weed-gateway.log" 2>&1 &
 PIDS+=("$!")
-deadline=$((SECONDS + 90))
-until port_open 127.0.0.1 "$GW_PORT"; do
-    [ "$SECONDS" -lt "$deadline" ] || { tail -n 30 "$RUN_DIR/weed-gateway.log" >&2; die "weed mq.kafka.gateway did not listen within 90 s"; }
-    sleep 0.2
-done
+wait_listening "$GW_PORT" "$!" "$RUN_DIR/weed-gateway.log" 90 "weed mq.kafka.gateway"
 KELP_BOOTSTRAP=127.0.0.1:$PORT_B GATEWAY_BOOTSTRAP=127.0.0.1:$GW_PORT KELP_TOPIC_PREFIX=$PREFIX \
     timeout 600 "$VENV/bin/python" tests/seaweedmq/gateway_interop.py 2>"$RUN_DIR/gateway.log" |
     tee -a "$RESULTS" || true
