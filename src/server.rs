@@ -6,6 +6,7 @@ use crate::conn;
 use crate::metrics::{self, Metrics};
 use crate::seaweedmq::{SeaweedCore, SeaweedHandle, SeaweedOptions};
 use crate::shard::{Mesh, Shard, ShardEnds};
+use crate::util::PollOnOwnWake;
 use anyhow::{bail, Context};
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::net::TcpListener;
@@ -215,8 +216,10 @@ async fn shard_main(
     // The io_uring accept outlives a wake-up by the spinner: once submitted, it may already
     // have taken a connection off the queue whose completion is not reaped yet, and dropping
     // it then would leak that connection (glommio discards a cancelled accept's fd: the
-    // client is connected and never served). So it is replaced only once it has completed.
-    let mut accept = Box::pin(listener.accept());
+    // client is connected and never served). So it is replaced only once it has completed,
+    // and polled only when its own waker fires (glommio keeps a waker clone per poll of a
+    // pending source; see `util::PollOnOwnWake`).
+    let mut accept = Box::pin(PollOnOwnWake::new(listener.accept()));
     loop {
         // Take every pending connection without io_uring (a spinning shard looks at io_uring
         // only every preemption interval), then wait for the next one: the spinner polls the
@@ -244,7 +247,7 @@ async fn shard_main(
             Some(Err(e)) => log::warn!("shard {id}: accept failed: {e}"),
             None => continue,
         }
-        accept = Box::pin(listener.accept());
+        accept = Box::pin(PollOnOwnWake::new(listener.accept()));
     }
     drop(accept);
     drop(listener);
