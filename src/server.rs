@@ -303,9 +303,10 @@ fn admit(shard: &Rc<Shard>, mesh: &Arc<Mesh>, config: &Config, stream: glommio::
     let m = mesh.clone();
     glommio::spawn_local(async move {
         conn::serve(s.clone(), stream).await;
+        // The slot is free before the gauge says so: whoever sees the gauge drop can connect.
+        m.connections.fetch_sub(1, Ordering::SeqCst);
         s.connections.set(s.connections.get() - 1);
         s.metrics.connection_closed(s.connections.get());
-        m.connections.fetch_sub(1, Ordering::SeqCst);
     })
     .detach();
 }

@@ -514,7 +514,11 @@ fn undecodable_requests_count_as_errors_and_refused_connections_are_counted() {
         "refused",
         &["--max-connections", "1", "--metrics-listen", &metrics],
     );
-    scrape_until(&metrics, "start-up probe gone", |s| connections(s) == 0.0);
+    // The probe must have been accepted (a shard may not have taken it yet when the gauge
+    // first reads 0) and closed again before the slot is free.
+    scrape_until(&metrics, "start-up probe accepted and gone", |s| {
+        s.sum("kelp_connections_accepted_total", &[]) >= 1.0 && connections(s) == 0.0
+    });
     let mut first = k.connect();
     api_versions_v0(&mut first, 1).expect("the first connection is served");
     let mut second = k.connect();
