@@ -2,7 +2,11 @@
 # Produce latency through SeaweedMQ, side by side on one stack: kelp (--backend seaweedmq)
 # against SeaweedFS's own Kafka gateway (`weed mq.kafka.gateway`), and kelp on its memory
 # backend as the reference, with the same `loadtest produce` workload (1 connection, 1 request
-# in flight, 100-byte records, 1 record per request, acks=1, closed loop).
+# in flight, 100-byte records, 1 record per request, acks=1, closed loop), then a pipelined one
+# (4 connections x 16 requests in flight) to show how kelp's gRPC core coalesces records: kelp's
+# /metrics gives records per stream write (kelp_seaweedmq_published_records_total /
+# kelp_seaweedmq_publish_sends_total). The gRPC core's own cost, without a broker, is
+# `cargo bench --bench seaweedmq_publish`.
 #
 # Usage: scripts/bench-seaweedmq.sh      (a benchmark, not a test: it reports, it does not judge)
 # Environment: BENCH_DURATION (15s), BENCH_WARMUP (5s), WEED_BIN (see seaweedmq-up.sh).
@@ -34,7 +38,9 @@ WEED=${WEED_BIN:-$ROOT/target/weed-bin/weed}
 [ -x "$WEED" ] || WEED=$(command -v weed)
 
 KELP_SW=$(free_port)
-target/release/kelp --backend seaweedmq --listen "127.0.0.1:$KELP_SW" >"$RAW/kelp-seaweedmq.log" 2>&1 &
+KELP_SW_METRICS=$(free_port)
+target/release/kelp --backend seaweedmq --listen "127.0.0.1:$KELP_SW" \
+    --metrics-listen "127.0.0.1:$KELP_SW_METRICS" >"$RAW/kelp-seaweedmq.log" 2>&1 &
 PIDS+=("$!")
 wait_listening "$KELP_SW" "$!" "$RAW/kelp-seaweedmq.log" 90 "kelp (seaweedmq)"
 KELP_MEM=$(free_port)
@@ -47,16 +53,39 @@ wait_listening "$KELP_MEM" "$!" "$RAW/kelp-memory.log" 90 "kelp (memory)"
 PIDS+=("$!")
 wait_listening 9093 "$!" "$RAW/weed-gateway.log" 90 "weed mq.kafka.gateway"
 
-run() { # run NAME PORT TOPIC
+run() { # run NAME PORT TOPIC [loadtest options]
     banner "bench-seaweedmq: $1"
-    target/release/loadtest produce --bootstrap "127.0.0.1:$2" --topic "$3" --partitions 1 \
-        --connections 1 --record-bytes 100 --acks 1 --duration "$DURATION" --warmup "$WARMUP" \
-        --json >"$RAW/$1.json"
-    cat "$RAW/$1.json"
+    local name=$1 port=$2 topic=$3
+    shift 3
+    target/release/loadtest produce --bootstrap "127.0.0.1:$port" --topic "$topic" --partitions 1 \
+        --record-bytes 100 --acks 1 --duration "$DURATION" --warmup "$WARMUP" "$@" \
+        --json >"$RAW/$name.json"
+    cat "$RAW/$name.json"
 }
-run kelp-seaweedmq "$KELP_SW" "_bench-kelp-$STAMP"
-run weed-gateway 9093 "_bench-gw-$STAMP"
-run kelp-memory "$KELP_MEM" "_bench-mem-$STAMP"
+# counter NAME: one of kelp-seaweedmq's /metrics counters.
+counter() {
+    curl -fsS "http://127.0.0.1:$KELP_SW_METRICS/metrics" | sed -n "s/^$1 \([0-9]*\)$/\1/p"
+}
+# per_write BEFORE_SENDS BEFORE_RECORDS: records per stream write since then.
+per_write() {
+    local sends records
+    sends=$(($(counter kelp_seaweedmq_publish_sends_total) - $1))
+    records=$(($(counter kelp_seaweedmq_published_records_total) - $2))
+    awk -v r="$records" -v s="$sends" 'BEGIN { printf "%.1f (%d records in %d writes)", r / (s > 0 ? s : 1), r, s }'
+}
+PIPELINED=(--connections 4 --in-flight 16)
+s0=$(counter kelp_seaweedmq_publish_sends_total)
+r0=$(counter kelp_seaweedmq_published_records_total)
+run kelp-seaweedmq "$KELP_SW" "_bench-kelp-$STAMP" --connections 1
+PER_WRITE_1=$(per_write "$s0" "$r0")
+run weed-gateway 9093 "_bench-gw-$STAMP" --connections 1
+run kelp-memory "$KELP_MEM" "_bench-mem-$STAMP" --connections 1
+s0=$(counter kelp_seaweedmq_publish_sends_total)
+r0=$(counter kelp_seaweedmq_published_records_total)
+run kelp-seaweedmq-pipelined "$KELP_SW" "_bench-kelp-p-$STAMP" "${PIPELINED[@]}"
+PER_WRITE_64=$(per_write "$s0" "$r0")
+run weed-gateway-pipelined 9093 "_bench-gw-p-$STAMP" "${PIPELINED[@]}"
+run kelp-memory-pipelined "$KELP_MEM" "_bench-mem-p-$STAMP" "${PIPELINED[@]}"
 
 field() { sed -n "s/.*\"$2\": *\\([0-9.]*\\).*/\\1/p" "$RAW/$1.json" | head -n 1; }
 {
@@ -68,8 +97,15 @@ field() { sed -n "s/.*\"$2\": *\\([0-9.]*\\).*/\\1/p" "$RAW/$1.json" | head -n 1
     echo
     echo "| system | p50 us | p99 us | p99.9 us | max us | records/s | errors |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
-    for s in kelp-seaweedmq weed-gateway kelp-memory; do
+    for s in kelp-seaweedmq weed-gateway kelp-memory kelp-seaweedmq-pipelined \
+        weed-gateway-pipelined kelp-memory-pipelined; do
         echo "| $s | $(field $s p50_us) | $(field $s p99_us) | $(field $s p999_us) | $(field $s max_us) | $(field $s records_per_sec) | $(field $s errors) |"
     done
+    echo
+    echo "\"pipelined\": ${PIPELINED[*]} (64 requests in flight)."
+    echo
+    echo "kelp's records per gRPC stream write (one record per DataMessage; /metrics):"
+    echo "- 1 in flight: $PER_WRITE_1"
+    echo "- pipelined: $PER_WRITE_64"
 } >"bench-results/seaweedmq-$STAMP.md"
 cat "bench-results/seaweedmq-$STAMP.md"

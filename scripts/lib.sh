@@ -42,3 +42,13 @@ wait_listening() {
 rand_hex() {
     od -An -N4 -tx1 /dev/urandom | tr -d ' \n'
 }
+
+# start_weed_broker WEED DIR MASTER_PORT BROKER_PORT: starts `weed mq.broker` in its own
+# session (so that it can be signalled with its children), appending to DIR/broker.log, and
+# records its pid in DIR/broker.pid. -logFlushInterval=0: the broker hands each buffered record
+# to the filer as soon as the next one arrives, rather than every 5 s.
+start_weed_broker() {
+    setsid "$1" mq.broker -master="127.0.0.1:$3" -ip=127.0.0.1 -port="$4" \
+        -logFlushInterval=0 >>"$2/broker.log" 2>&1 </dev/null &
+    echo $! >"$2/broker.pid"
+}

@@ -16,7 +16,7 @@
 # calls hang. Start a fresh stack for each test run rather than reusing one for long.
 #
 # Environment (all optional):
-#   WEED_VERSION              module version to install (default: SeaweedFS 4.44's pseudo-version)
+#   WEED_VERSION              module version to install (default: SeaweedFS 4.53's pseudo-version)
 #   SEAWEEDMQ_MASTER_PORT     9333  (gRPC on +10000)
 #   SEAWEEDMQ_VOLUME_PORT     8081  (gRPC on +10000)
 #   SEAWEEDMQ_FILER_PORT      8888  (gRPC on +10000)
@@ -114,9 +114,9 @@ setsid "$WEED" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$DIR/data" \
     -filer=true -master.peers=none >"$DIR/server.log" 2>&1 </dev/null &
 echo $! >"$DIR/server.pid"
 
-setsid "$WEED" mq.broker -master="127.0.0.1:$MASTER_PORT" -ip=127.0.0.1 -port="$BROKER_PORT" \
-    -logFlushInterval=0 >"$DIR/broker.log" 2>&1 </dev/null &
-echo $! >"$DIR/broker.pid"
+start_weed_broker "$WEED" "$DIR" "$MASTER_PORT" "$BROKER_PORT"
+# scripts/seaweedmq-broker.sh restarts the broker with these.
+printf '%s\n' "$WEED" "$MASTER_PORT" "$BROKER_PORT" >"$DIR/broker.args"
 
 echo "starting SeaweedMQ in $DIR (server pid $(cat "$DIR/server.pid"), broker pid $(cat "$DIR/broker.pid"))"
 

@@ -61,6 +61,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let metrics = Metrics::new(cores.len()).leak();
+    if let Some(h) = &seaweed {
+        metrics.set_seaweedmq(h.publish_stats());
+    }
     let (mesh, ends) = Mesh::new(cores.len()).context("creating the shard mesh")?;
     let doorbells = MeshBuilder::<(), Full>::full(cores.len(), 1);
     let config = Arc::new(config);

@@ -201,13 +201,21 @@ impl Drop for RequestTimer {
 /// The metrics of every shard.
 pub struct Metrics {
     shards: Box<[ShardMetrics]>,
+    /// The SeaweedMQ publishers' counters, once the backend's gRPC core runs.
+    seaweedmq: std::sync::OnceLock<std::sync::Arc<crate::seaweedmq::PublishStats>>,
 }
 
 impl Metrics {
     pub fn new(shards: usize) -> Metrics {
         Metrics {
             shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            seaweedmq: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Adds the SeaweedMQ publishers' counters to what `/metrics` shows.
+    pub fn set_seaweedmq(&self, stats: std::sync::Arc<crate::seaweedmq::PublishStats>) {
+        let _ = self.seaweedmq.set(stats);
     }
 
     /// One set per process: the shards and the `/metrics` thread keep `&'static`s to it.
@@ -364,6 +372,23 @@ impl Metrics {
         header(out, "kelp_topics", "Topics the broker holds.", "gauge");
         let topics = self.shards.first().map_or(0, |m| m.topics.get());
         let _ = writeln!(out, "kelp_topics {topics}");
+        if let Some(stats) = self.seaweedmq.get() {
+            let (sends, records) = stats.read();
+            header(
+                out,
+                "kelp_seaweedmq_publish_sends_total",
+                "Times a SeaweedMQ publisher handed records to its stream at once (one write).",
+                "counter",
+            );
+            let _ = writeln!(out, "kelp_seaweedmq_publish_sends_total {sends}");
+            header(
+                out,
+                "kelp_seaweedmq_published_records_total",
+                "Records sent to SeaweedMQ (one DataMessage each; resends included).",
+                "counter",
+            );
+            let _ = writeln!(out, "kelp_seaweedmq_published_records_total {records}");
+        }
         header(
             out,
             "kelp_build_info",

@@ -100,7 +100,7 @@ pub(crate) fn run(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let core = Rc::new(Core::new(broker_addr, opts));
+        let core = Rc::new(Core::new(broker_addr, opts, shared.stats.clone()));
         core.link(&core.bootstrap.clone());
         dispatch(core, rx, shared).await;
     });
@@ -152,16 +152,18 @@ pub(crate) struct Core {
     links: RefCell<HashMap<String, Rc<Link>>>,
     routes: RefCell<HashMap<String, Route>>,
     publishers: RefCell<HashMap<(String, i32), mpsc::UnboundedSender<PublishJob>>>,
+    pub(crate) stats: Arc<super::PublishStats>,
 }
 
 impl Core {
-    fn new(bootstrap: String, opts: SeaweedOptions) -> Self {
+    fn new(bootstrap: String, opts: SeaweedOptions, stats: Arc<super::PublishStats>) -> Self {
         Core {
             opts,
             bootstrap,
             links: RefCell::new(HashMap::new()),
             routes: RefCell::new(HashMap::new()),
             publishers: RefCell::new(HashMap::new()),
+            stats,
         }
     }
 

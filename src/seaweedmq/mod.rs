@@ -40,7 +40,7 @@ pub use pb::schema_pb::Partition;
 use bytes::Bytes;
 use crossbeam_channel::{Sender, TrySendError};
 use futures::channel::oneshot;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -188,6 +188,7 @@ impl SeaweedCore {
         let shared = Arc::new(Shared {
             closed: AtomicBool::new(false),
             wake: Notify::new(),
+            stats: Arc::new(PublishStats::default()),
         });
         let capacity = opts.queue_depth;
         let core_shared = shared.clone();
@@ -226,6 +227,35 @@ pub(crate) struct Shared {
     /// keeps a permit when nobody waits, so a request queued while the core drains is not
     /// missed.
     pub(crate) wake: Notify,
+    pub(crate) stats: Arc<PublishStats>,
+}
+
+/// How well the publishers coalesce: each `send` hands every record a partition's publisher
+/// could send at that moment to its stream at once (tonic then encodes them into one write).
+/// A SeaweedMQ `DataMessage` holds one record, so `records / sends` is the number of records
+/// that share a write. Written only by the core thread.
+#[derive(Debug, Default)]
+pub struct PublishStats {
+    pub sends: AtomicU64,
+    pub records: AtomicU64,
+}
+
+impl PublishStats {
+    /// Counts one send of `records` records (core thread only: a load and a store).
+    pub(crate) fn count(&self, records: u64) {
+        let bump =
+            |c: &AtomicU64, by: u64| c.store(c.load(Ordering::Relaxed) + by, Ordering::Relaxed);
+        bump(&self.sends, 1);
+        bump(&self.records, records);
+    }
+
+    /// (sends, records) so far.
+    pub fn read(&self) -> (u64, u64) {
+        (
+            self.sends.load(Ordering::Relaxed),
+            self.records.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// Marks the core closed and drops whatever is still queued, which answers those callers
@@ -441,5 +471,10 @@ impl SeaweedHandle {
     /// Asks the core to stop: requests in flight are answered with [`SeaweedError::Shutdown`].
     pub fn shutdown(&self) {
         let _ = self.submit(core::Request::Shutdown);
+    }
+
+    /// The publishers' coalescing counters.
+    pub fn publish_stats(&self) -> Arc<PublishStats> {
+        self.inner.shared.stats.clone()
     }
 }

@@ -266,6 +266,7 @@ impl Publisher {
             return;
         }
         let max_in_flight = self.core.opts.max_in_flight_records.max(1);
+        let mut sent = 0u64;
         while self.in_flight < max_in_flight {
             let Some(w) = self.waiters.get_mut(self.send_idx) else {
                 break;
@@ -290,6 +291,10 @@ impl Publisher {
             self.unsent_bytes -= record.size_bytes();
             w.sent += 1;
             self.in_flight += 1;
+            sent += 1;
+        }
+        if sent > 0 {
+            self.core.stats.count(sent);
         }
         if self.unsent_bytes == 0 {
             self.flush = false;
