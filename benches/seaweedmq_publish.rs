@@ -1,6 +1,6 @@
 //! The SeaweedMQ gRPC core's enqueue-to-ack time against an in-process **fake** broker.
 //!
-//! The fake (`FakeBroker` below, a tonic server generated from the same `proto/` files) answers
+//! The fake (`tests/fake_broker`, a tonic server generated from the same `proto/` files) answers
 //! `LookupTopicBrokers` and acks every `PublishMessage` data message at once with the next
 //! offset: no storage, no filer. What is left is kelp's own cost: the crossbeam channel and
 //! `Notify` into the gRPC core, the publisher, tonic/HTTP/2 over loopback both ways, and the
@@ -25,141 +25,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use kelp::seaweedmq::{Record, SeaweedCore, SeaweedOptions};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
-#[allow(clippy::all, clippy::pedantic, dead_code, unreachable_pub)]
-mod fake_pb {
-    pub mod schema_pb {
-        include!(concat!(env!("OUT_DIR"), "/fake_broker/schema_pb.rs"));
-    }
-    pub mod filer_pb {
-        include!(concat!(env!("OUT_DIR"), "/fake_broker/filer_pb.rs"));
-    }
-    pub mod messaging_pb {
-        include!(concat!(env!("OUT_DIR"), "/fake_broker/messaging_pb.rs"));
-    }
-}
-
-use fake_pb::messaging_pb as mpb;
-use fake_pb::schema_pb as spb;
-use mpb::seaweed_messaging_server::{SeaweedMessaging, SeaweedMessagingServer};
-use tonic::{Request, Response, Status, Streaming};
+#[path = "../tests/fake_broker/mod.rs"]
+mod fake_broker;
 
 const TOPIC: &str = "bench";
-const PARTITIONS: i32 = 1;
-const RING: i32 = 2520;
-
-/// A fake SeaweedMQ broker: acks every record at once with the next offset of its partition.
-struct FakeBroker {
-    addr: String,
-    created_ns: i64,
-    /// The next offset, shared by all streams of the (one) partition.
-    next: Arc<AtomicI64>,
-}
-
-#[tonic::async_trait]
-impl SeaweedMessaging for FakeBroker {
-    async fn find_broker_leader(
-        &self,
-        _: Request<mpb::FindBrokerLeaderRequest>,
-    ) -> Result<Response<mpb::FindBrokerLeaderResponse>, Status> {
-        Ok(Response::new(mpb::FindBrokerLeaderResponse {
-            broker: self.addr.clone(),
-        }))
-    }
-
-    async fn lookup_topic_brokers(
-        &self,
-        request: Request<mpb::LookupTopicBrokersRequest>,
-    ) -> Result<Response<mpb::LookupTopicBrokersResponse>, Status> {
-        let width = RING / PARTITIONS;
-        let assignments = (0..PARTITIONS)
-            .map(|i| mpb::BrokerPartitionAssignment {
-                partition: Some(spb::Partition {
-                    ring_size: RING,
-                    range_start: i * width,
-                    range_stop: if i == PARTITIONS - 1 {
-                        RING
-                    } else {
-                        (i + 1) * width
-                    },
-                    unix_time_ns: self.created_ns,
-                }),
-                leader_broker: self.addr.clone(),
-                follower_broker: String::new(),
-            })
-            .collect();
-        Ok(Response::new(mpb::LookupTopicBrokersResponse {
-            topic: request.into_inner().topic,
-            broker_partition_assignments: assignments,
-        }))
-    }
-
-    async fn publish_message(
-        &self,
-        request: Request<Streaming<mpb::PublishMessageRequest>>,
-    ) -> Result<Response<tonic::codegen::BoxStream<mpb::PublishMessageResponse>>, Status> {
-        use mpb::publish_message_request::Message;
-        let next = self.next.clone();
-        let acks = request.into_inner().filter_map(move |m| {
-            let answer = match m {
-                Ok(mpb::PublishMessageRequest {
-                    message: Some(Message::Init(_)),
-                }) => Some(Ok(mpb::PublishMessageResponse::default())),
-                Ok(mpb::PublishMessageRequest {
-                    message: Some(Message::Data(d)),
-                }) => Some(Ok(mpb::PublishMessageResponse {
-                    ack_ts_ns: d.ts_ns,
-                    assigned_offset: next.fetch_add(1, Ordering::Relaxed),
-                    ..Default::default()
-                })),
-                Ok(_) => None,
-                Err(status) => Some(Err(status)),
-            };
-            futures::future::ready(answer)
-        });
-        Ok(Response::new(Box::pin(acks)))
-    }
-}
-
-/// Starts the fake broker on its own pinned thread; returns its `host:port`.
-fn start_fake_broker(core: usize) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        common::pin(core);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().expect("addr").to_string();
-            let broker = FakeBroker {
-                addr: addr.clone(),
-                created_ns: 1,
-                next: Arc::new(AtomicI64::new(0)),
-            };
-            tx.send(addr).expect("main waits");
-            // As a real broker's gRPC server does: no Nagle delay on the acks.
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-                s.and_then(|s| {
-                    s.set_nodelay(true)?;
-                    Ok(s)
-                })
-            });
-            tonic::transport::Server::builder()
-                .add_service(SeaweedMessagingServer::new(broker))
-                .serve_with_incoming(incoming)
-                .await
-                .expect("serve");
-        });
-    });
-    rx.recv().expect("fake broker started")
-}
 
 fn record() -> Record {
     Record::new(Bytes::from_static(b"key"), Bytes::from(vec![b'v'; 100]), 1)
@@ -243,7 +114,7 @@ fn spin<T>(rx: &mut futures::channel::oneshot::Receiver<T>) -> T {
 fn main() {
     let cores = core_affinity::get_core_ids().map_or(1, |c| c.len());
     let (caller_core, other_core) = (0, if cores > 1 { 1 } else { 0 });
-    let addr = start_fake_broker(other_core);
+    let addr = fake_broker::FakeBroker::start(1, false, Some(other_core)).addr;
     println!(
         "SeaweedMQ publish against an in-process fake broker at {addr}: caller on core \
          {caller_core}, gRPC core and fake broker on core {other_core}; 100-byte records"

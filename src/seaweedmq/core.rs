@@ -561,7 +561,7 @@ impl Core {
         })
     }
 
-    async fn fetch(
+    pub(crate) async fn fetch(
         self: &Rc<Self>,
         name: &str,
         kafka_partition: i32,

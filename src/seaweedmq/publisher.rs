@@ -10,7 +10,10 @@
 //!
 //! When the stream breaks, records sent but not acked are sent again on a new stream (after a
 //! new leader lookup when the broker said "not leader"). The broker may have stored some of them
-//! already, so a retry can duplicate records, as a Kafka producer's own retries can.
+//! before the stream broke, so before sending them again the publisher reads the log from the
+//! offset the next record would have got ([`Publisher::reconcile`]): records found there, in
+//! order and equal in key and value, count as acked at those offsets and are not sent twice.
+//! When that read fails, they are sent again and may be stored twice.
 
 use super::core::Core;
 use super::error::{broker_codes, SeaweedError, SeaweedResult};
@@ -92,6 +95,12 @@ pub(crate) struct Publisher {
     expiry: Pin<Box<Sleep>>,
     /// Streams that broke in a row without an ack in between.
     failures: u32,
+    /// The offset the broker gave the last acked record, plus one: where the next record of
+    /// this publisher lands unless another publisher writes in between.
+    next_offset: Option<i64>,
+    /// Records that were in flight when a stream broke: the first this many unacked records may
+    /// be stored already. Checked by [`Publisher::reconcile`] before they are sent again.
+    unconfirmed: usize,
 }
 
 impl Publisher {
@@ -116,6 +125,8 @@ impl Publisher {
             flush: false,
             expiry: Box::pin(tokio::time::sleep(Duration::ZERO)),
             failures: 0,
+            next_offset: None,
+            unconfirmed: 0,
         }
     }
 
@@ -123,10 +134,15 @@ impl Publisher {
         loop {
             if self.stream.is_none() && !self.waiters.is_empty() {
                 match self.open().await {
-                    Ok(stream) => self.stream = Some(stream),
+                    Ok(stream) => {
+                        self.stream = Some(stream);
+                        self.reconcile().await;
+                    }
                     Err(e) => {
                         self.fail_all(e);
-                        if self.inbox.is_empty() {
+                        // A publisher with unconfirmed records stays: the callers' retries
+                        // come back to it and must be checked against what the broker kept.
+                        if self.inbox.is_empty() && self.unconfirmed == 0 {
                             // Nothing left to do (and maybe no such partition): end the task
                             // rather than keep one per name ever asked for. No await between
                             // the check and the removal, so no job can slip in.
@@ -333,7 +349,22 @@ impl Publisher {
         w.offsets.push(ack.assigned_offset);
         self.in_flight -= 1;
         self.failures = 0;
-        // Acks come in send order, so the waiters done are at the front.
+        self.next_offset = Some(ack.assigned_offset + 1);
+        self.answer_done();
+        if ack.should_close {
+            self.stream_broke(SeaweedError::Unavailable {
+                addr: self
+                    .stream
+                    .as_ref()
+                    .map_or_else(String::new, |s| s.leader.clone()),
+                reason: "broker asked to close the publish stream".to_string(),
+            });
+        }
+    }
+
+    /// Answers the waiters whose records are all acked. Acks come in send order, so they are
+    /// at the front.
+    fn answer_done(&mut self) {
         while self
             .waiters
             .front()
@@ -346,15 +377,86 @@ impl Publisher {
                 let _ = reply.send(Ok(w.offsets));
             }
         }
-        if ack.should_close {
-            self.stream_broke(SeaweedError::Unavailable {
-                addr: self
-                    .stream
-                    .as_ref()
-                    .map_or_else(String::new, |s| s.leader.clone()),
-                reason: "broker asked to close the publish stream".to_string(),
-            });
+    }
+
+    /// After a stream broke with records in flight, and before they are sent again: reads the
+    /// log from where the first of them would have landed and takes those found there, in
+    /// order and with equal key and value, as acked at their offsets. They are then not sent a
+    /// second time, which is what keeps a Kafka idempotent producer's records single across a
+    /// broker restart. Anything else (a failed read, a different record) ends the check, and
+    /// the rest is sent again.
+    async fn reconcile(&mut self) {
+        let unconfirmed = std::mem::take(&mut self.unconfirmed);
+        let Some(from) = self.next_offset else {
+            return;
+        };
+        if unconfirmed == 0 {
+            return;
         }
+        let max = i32::try_from(unconfirmed).unwrap_or(i32::MAX);
+        let max_bytes = i32::try_from(self.core.opts.max_message_bytes).unwrap_or(i32::MAX);
+        let fetched = self
+            .core
+            .fetch(&self.topic, self.partition, from, max_bytes, max)
+            .await;
+        let found = match fetched {
+            Ok(f) => f.messages,
+            Err(SeaweedError::OffsetOutOfRange {
+                high_water_mark, ..
+            }) if high_water_mark < from => {
+                log::error!(
+                    "publish {}[{}]: SeaweedMQ lost acknowledged records: its log now ends at \
+                     offset {high_water_mark}, but it had acked offset {} (the broker acks a \
+                     record before writing it to the filer); sending {unconfirmed} unacked \
+                     records again",
+                    self.topic,
+                    self.partition,
+                    from - 1
+                );
+                return;
+            }
+            Err(e) => {
+                log::warn!(
+                    "publish {}[{}]: cannot check which of {unconfirmed} records in flight the \
+                     broker stored ({e}); sending them again, which may store some twice",
+                    self.topic,
+                    self.partition
+                );
+                return;
+            }
+        };
+        let mut matched = 0usize;
+        'waiters: for w in self.waiters.iter_mut() {
+            while w.offsets.len() < w.records.len() {
+                let (Some(m), r) = (found.get(matched), &w.records[w.offsets.len()]) else {
+                    break 'waiters;
+                };
+                if m.key != r.key || m.value != r.value {
+                    break 'waiters;
+                }
+                w.offsets.push(from + matched as i64);
+                w.sent = w.offsets.len();
+                self.unsent_bytes -= r.size_bytes();
+                matched += 1;
+            }
+        }
+        if matched > 0 {
+            self.next_offset = Some(from + matched as i64);
+            self.send_idx = 0;
+            self.answer_done();
+            self.send_idx = self
+                .waiters
+                .iter()
+                .position(|w| w.sent < w.records.len())
+                .unwrap_or(self.waiters.len());
+        }
+        log::info!(
+            "publish {}[{}]: {matched} of {unconfirmed} records in flight when the stream broke \
+             were stored at offsets {from}..; sending the other {} again",
+            self.topic,
+            self.partition,
+            unconfirmed - matched.min(unconfirmed)
+        );
     }
 
     /// The stream is unusable: drop it and send its unacked records again on a new one, unless
@@ -369,6 +471,7 @@ impl Publisher {
                 self.in_flight
             );
         }
+        self.unconfirmed = self.unconfirmed.max(self.in_flight);
         self.failures += 1;
         if self.failures > self.core.opts.publish_retries {
             self.failures = 0;
@@ -400,7 +503,8 @@ impl Publisher {
             .sum();
     }
 
-    /// Answers every waiting caller with `error` and forgets all records.
+    /// Answers every waiting caller with `error` and forgets all records. `unconfirmed` stays:
+    /// the callers' retries are checked against the log before they are sent.
     fn fail_all(&mut self, error: SeaweedError) {
         for w in self.waiters.drain(..) {
             if let Some(reply) = w.reply {

@@ -1,0 +1,272 @@
+//! A **fake** SeaweedMQ broker, in process: a tonic server generated from kelp's own `proto/`
+//! files (build.rs writes the server side to OUT_DIR/fake_broker). It stands in for the real
+//! broker only where the real one cannot do what is measured or tested:
+//! - `benches/seaweedmq_publish.rs`: the gRPC core's own cost, without a broker's storage;
+//! - `tests/seaweedmq_fake.rs`: a broker that stores records and then drops the stream before
+//!   acking them, which a real broker does only by chance when it dies.
+//!
+//! It serves one topic of `partitions` partitions (all led by itself): `FindBrokerLeader`,
+//! `LookupTopicBrokers`, `PublishMessage` (acks each record with the next offset of its
+//! partition) and `FetchMessage` (by offset, from what it stored). Everything else answers
+//! "unimplemented".
+
+#![allow(dead_code)]
+
+use futures::StreamExt;
+use std::sync::{Arc, Mutex};
+use tonic::{Request, Response, Status, Streaming};
+
+#[allow(clippy::all, clippy::pedantic, dead_code, unreachable_pub)]
+pub mod pb {
+    pub mod schema_pb {
+        include!(concat!(env!("OUT_DIR"), "/fake_broker/schema_pb.rs"));
+    }
+    pub mod filer_pb {
+        include!(concat!(env!("OUT_DIR"), "/fake_broker/filer_pb.rs"));
+    }
+    pub mod messaging_pb {
+        include!(concat!(env!("OUT_DIR"), "/fake_broker/messaging_pb.rs"));
+    }
+}
+
+use mpb::seaweed_messaging_server::{SeaweedMessaging, SeaweedMessagingServer};
+use pb::messaging_pb as mpb;
+use pb::schema_pb as spb;
+
+const RING: i32 = 2520;
+
+/// A fault to play once: partition `partition` stores records until its log holds `at`, acks
+/// none of the last `unacked` of them (`unacked` >= 1), and then ends the stream with
+/// UNAVAILABLE, reading nothing more from it: like a broker that dies after storing records
+/// and before acking them.
+#[derive(Debug, Clone, Copy)]
+pub struct DropStream {
+    pub partition: usize,
+    pub at: usize,
+    pub unacked: usize,
+}
+
+#[derive(Default)]
+struct State {
+    /// Per partition, the stored records (offset = index); empty unless `store`.
+    logs: Vec<Vec<mpb::DataMessage>>,
+    /// Per partition, the next offset.
+    next: Vec<i64>,
+    store: bool,
+    fault: Option<DropStream>,
+    streams_opened: usize,
+}
+
+/// A handle on a running fake broker.
+#[derive(Clone)]
+pub struct FakeBroker {
+    pub addr: String,
+    partitions: i32,
+    created_ns: i64,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeBroker {
+    /// Starts a fake broker on its own thread (pinned to `core` when given) with a topic of
+    /// `partitions` partitions. `store`: keep records for `FetchMessage` (the bench does not).
+    pub fn start(partitions: i32, store: bool, core: Option<usize>) -> FakeBroker {
+        let state = Arc::new(Mutex::new(State {
+            logs: vec![Vec::new(); partitions as usize],
+            next: vec![0; partitions as usize],
+            store,
+            ..State::default()
+        }));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread_state = state.clone();
+        std::thread::spawn(move || {
+            if let Some(id) = core {
+                core_affinity::set_for_current(core_affinity::CoreId { id });
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let broker = FakeBroker {
+                    addr: listener.local_addr().expect("addr").to_string(),
+                    partitions,
+                    created_ns: 1,
+                    state: thread_state,
+                };
+                tx.send(broker.clone()).expect("the starter waits");
+                // As a real broker's gRPC server does: no Nagle delay on the acks.
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+                    s.and_then(|s| {
+                        s.set_nodelay(true)?;
+                        Ok(s)
+                    })
+                });
+                tonic::transport::Server::builder()
+                    .add_service(SeaweedMessagingServer::new(broker))
+                    .serve_with_incoming(incoming)
+                    .await
+                    .expect("serve");
+            });
+        });
+        rx.recv().expect("fake broker started")
+    }
+
+    /// Arms a fault (once).
+    pub fn drop_stream(&self, fault: DropStream) {
+        self.state.lock().unwrap().fault = Some(fault);
+    }
+
+    /// What partition `p` stored, in offset order.
+    pub fn log(&self, p: usize) -> Vec<mpb::DataMessage> {
+        self.state.lock().unwrap().logs[p].clone()
+    }
+
+    /// `PublishMessage` streams opened so far.
+    pub fn streams_opened(&self) -> usize {
+        self.state.lock().unwrap().streams_opened
+    }
+
+    fn partition_of(&self, p: &spb::Partition) -> usize {
+        let width = RING / self.partitions;
+        ((p.range_start / width) as usize).min(self.partitions as usize - 1)
+    }
+}
+
+#[tonic::async_trait]
+impl SeaweedMessaging for FakeBroker {
+    async fn find_broker_leader(
+        &self,
+        _: Request<mpb::FindBrokerLeaderRequest>,
+    ) -> Result<Response<mpb::FindBrokerLeaderResponse>, Status> {
+        Ok(Response::new(mpb::FindBrokerLeaderResponse {
+            broker: self.addr.clone(),
+        }))
+    }
+
+    async fn lookup_topic_brokers(
+        &self,
+        request: Request<mpb::LookupTopicBrokersRequest>,
+    ) -> Result<Response<mpb::LookupTopicBrokersResponse>, Status> {
+        let width = RING / self.partitions;
+        let assignments = (0..self.partitions)
+            .map(|i| mpb::BrokerPartitionAssignment {
+                partition: Some(spb::Partition {
+                    ring_size: RING,
+                    range_start: i * width,
+                    range_stop: if i == self.partitions - 1 {
+                        RING
+                    } else {
+                        (i + 1) * width
+                    },
+                    unix_time_ns: self.created_ns,
+                }),
+                leader_broker: self.addr.clone(),
+                follower_broker: String::new(),
+            })
+            .collect();
+        Ok(Response::new(mpb::LookupTopicBrokersResponse {
+            topic: request.into_inner().topic,
+            broker_partition_assignments: assignments,
+        }))
+    }
+
+    async fn publish_message(
+        &self,
+        request: Request<Streaming<mpb::PublishMessageRequest>>,
+    ) -> Result<Response<tonic::codegen::BoxStream<mpb::PublishMessageResponse>>, Status> {
+        use mpb::publish_message_request::Message;
+        let me = self.clone();
+        me.state.lock().unwrap().streams_opened += 1;
+        // (partition, ended)
+        let acks = request
+            .into_inner()
+            .scan((None::<usize>, false), move |(partition, ended), m| {
+                if *ended {
+                    return futures::future::ready(None);
+                }
+                let answer = match m {
+                    Ok(mpb::PublishMessageRequest {
+                        message: Some(Message::Init(init)),
+                    }) => {
+                        *partition = init.partition.as_ref().map(|p| me.partition_of(p));
+                        Some(Ok(mpb::PublishMessageResponse::default()))
+                    }
+                    Ok(mpb::PublishMessageRequest {
+                        message: Some(Message::Data(d)),
+                    }) => {
+                        let p = partition.unwrap_or(0);
+                        let mut st = me.state.lock().unwrap();
+                        let offset = st.next[p];
+                        st.next[p] += 1;
+                        let ts_ns = d.ts_ns;
+                        if st.store {
+                            st.logs[p].push(d);
+                        }
+                        let stored = (offset + 1) as usize;
+                        match st.fault {
+                            Some(f) if f.partition == p && stored >= f.at => {
+                                st.fault = None;
+                                *ended = true;
+                                Some(Err(Status::unavailable("fake broker: stream dropped")))
+                            }
+                            Some(f) if f.partition == p && stored + f.unacked > f.at => None,
+                            _ => Some(Ok(mpb::PublishMessageResponse {
+                                ack_ts_ns: ts_ns,
+                                assigned_offset: offset,
+                                ..Default::default()
+                            })),
+                        }
+                    }
+                    Ok(_) => None,
+                    Err(status) => {
+                        *ended = true;
+                        Some(Err(status))
+                    }
+                };
+                futures::future::ready(Some(answer))
+            })
+            .filter_map(futures::future::ready);
+        Ok(Response::new(Box::pin(acks)))
+    }
+
+    async fn fetch_message(
+        &self,
+        request: Request<mpb::FetchMessageRequest>,
+    ) -> Result<Response<mpb::FetchMessageResponse>, Status> {
+        let req = request.into_inner();
+        let p = req
+            .partition
+            .as_ref()
+            .map_or(0, |part| self.partition_of(part));
+        let st = self.state.lock().unwrap();
+        let log = &st.logs[p];
+        let hwm = log.len() as i64;
+        if req.start_offset < 0 || req.start_offset > hwm {
+            return Ok(Response::new(mpb::FetchMessageResponse {
+                error_code: 2,
+                error: "offset out of range".into(),
+                high_water_mark: hwm,
+                next_offset: hwm,
+                ..Default::default()
+            }));
+        }
+        let max = if req.max_messages > 0 {
+            req.max_messages as usize
+        } else {
+            100
+        };
+        let from = req.start_offset as usize;
+        let messages: Vec<_> = log[from..(from + max).min(log.len())].to_vec();
+        let next_offset = (from + messages.len()) as i64;
+        Ok(Response::new(mpb::FetchMessageResponse {
+            messages,
+            high_water_mark: hwm,
+            next_offset,
+            end_of_partition: next_offset == hwm,
+            ..Default::default()
+        }))
+    }
+}
