@@ -134,10 +134,7 @@ impl Publisher {
         loop {
             if self.stream.is_none() && !self.waiters.is_empty() {
                 match self.open().await {
-                    Ok(stream) => {
-                        self.stream = Some(stream);
-                        self.reconcile().await;
-                    }
+                    Ok(stream) => self.stream = Some(stream),
                     Err(e) => {
                         self.fail_all(e);
                         // A publisher with unconfirmed records stays: the callers' retries
@@ -151,6 +148,11 @@ impl Publisher {
                         }
                     }
                 }
+            }
+            if self.unconfirmed > 0 && self.stream.is_some() && !self.waiters.is_empty() {
+                // Before anything is sent on a new stream (however it was opened): which of
+                // the records may already be there?
+                self.reconcile().await;
             }
             self.pump();
             match self.next_event().await {
@@ -385,6 +387,12 @@ impl Publisher {
     /// second time, which is what keeps a Kafka idempotent producer's records single across a
     /// broker restart. Anything else (a failed read, a different record) ends the check, and
     /// the rest is sent again.
+    ///
+    /// The check waits for records to compare: when the callers were already answered with an
+    /// error (the broker stayed away too long), it runs on their retries, which a Kafka
+    /// producer sends with the same keys and values. The cost of comparing contents rather
+    /// than ids (SeaweedMQ records carry none): a new record equal in key and value to one
+    /// the broker kept from a broken stream counts as that one.
     async fn reconcile(&mut self) {
         let unconfirmed = std::mem::take(&mut self.unconfirmed);
         let Some(from) = self.next_offset else {
@@ -399,11 +407,16 @@ impl Publisher {
             .core
             .fetch(&self.topic, self.partition, from, max_bytes, max)
             .await;
-        let found = match fetched {
-            Ok(f) => f.messages,
+        let high_water_mark = match &fetched {
+            Ok(f) => Some(f.high_water_mark),
             Err(SeaweedError::OffsetOutOfRange {
                 high_water_mark, ..
-            }) if high_water_mark < from => {
+            }) => Some(*high_water_mark),
+            Err(_) => None,
+        };
+        let found = match fetched {
+            _ if high_water_mark.is_some_and(|h| h < from) => {
+                let high_water_mark = high_water_mark.unwrap_or_default();
                 log::error!(
                     "publish {}[{}]: SeaweedMQ lost acknowledged records: its log now ends at \
                      offset {high_water_mark}, but it had acked offset {} (the broker acks a \
@@ -415,6 +428,7 @@ impl Publisher {
                 );
                 return;
             }
+            Ok(f) => f.messages,
             Err(e) => {
                 log::warn!(
                     "publish {}[{}]: cannot check which of {unconfirmed} records in flight the \
