@@ -52,3 +52,15 @@ start_weed_broker() {
         -logFlushInterval=0 >>"$2/broker.log" 2>&1 </dev/null &
     echo $! >"$2/broker.pid"
 }
+
+# seaweedmq_dir: prints the directory of the stack seaweedmq-up.sh started ($SEAWEEDMQ_DIR, else
+# the one recorded in $SEAWEEDMQ_STATE, default target/seaweedmq.state); nothing if none. Run
+# from the repository root.
+seaweedmq_dir() {
+    local state=${SEAWEEDMQ_STATE:-$PWD/target/seaweedmq.state}
+    if [ -n "${SEAWEEDMQ_DIR:-}" ]; then
+        echo "$SEAWEEDMQ_DIR"
+    elif [ -f "$state" ]; then
+        cat "$state"
+    fi
+}

@@ -17,13 +17,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-STATE=${SEAWEEDMQ_STATE:-$PWD/target/seaweedmq.state}
-DIR=${SEAWEEDMQ_DIR:-}
-if [ -z "$DIR" ] && [ -f "$STATE" ]; then
-    DIR=$(cat "$STATE")
-fi
+DIR=$(seaweedmq_dir)
 if [ -z "$DIR" ] || [ ! -f "$DIR/broker.args" ]; then
-    die "no SeaweedMQ stack recorded (state file $STATE)"
+    die "no SeaweedMQ stack recorded (SEAWEEDMQ_DIR / SEAWEEDMQ_STATE)"
 fi
 { read -r WEED; read -r MASTER_PORT; read -r BROKER_PORT; } <"$DIR/broker.args"
 

@@ -6,11 +6,10 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 STATE=${SEAWEEDMQ_STATE:-$PWD/target/seaweedmq.state}
-DIR=${SEAWEEDMQ_DIR:-}
-if [ -z "$DIR" ] && [ -f "$STATE" ]; then
-    DIR=$(cat "$STATE")
-fi
+DIR=$(seaweedmq_dir)
 if [ -z "$DIR" ] || [ ! -d "$DIR" ]; then
     echo "no SeaweedMQ stack recorded (state file $STATE)"
     exit 0

@@ -85,28 +85,27 @@ fn check(fake: &FakeBroker, n: usize, offsets: &[i64]) {
     assert_eq!(values, want, "in the order they were published");
 }
 
-#[test]
-fn records_stored_before_the_stream_broke_are_not_sent_again() {
+/// Plays a stream drop at `at` with the last `unacked` records stored but not acked, while
+/// `n` records go out in calls of `per_call`, and checks each is stored and acked once.
+fn play(at: usize, unacked: usize, n: usize, per_call: usize) {
     let fake = FakeBroker::start(1, true, None);
-    // Records 54..59 are stored but never acked; 60.. were sent and never read.
     fake.drop_stream(DropStream {
         partition: 0,
-        at: 60,
-        unacked: 6,
+        at,
+        unacked,
     });
-    let offsets = publish_all(&fake, 200, 10);
-    check(&fake, 200, &offsets);
+    let offsets = publish_all(&fake, n, per_call);
+    check(&fake, n, &offsets);
+}
+
+#[test]
+fn records_stored_before_the_stream_broke_are_not_sent_again() {
+    // Records 54..59 are stored but never acked; 60.. were sent and never read.
+    play(60, 6, 200, 10);
 }
 
 #[test]
 fn a_stream_that_breaks_inside_one_call_keeps_that_calls_records_single() {
-    let fake = FakeBroker::start(1, true, None);
     // One call of 99 records: the break falls in its middle, with part of it stored.
-    fake.drop_stream(DropStream {
-        partition: 0,
-        at: 40,
-        unacked: 15,
-    });
-    let offsets = publish_all(&fake, 100, 99);
-    check(&fake, 100, &offsets);
+    play(40, 15, 100, 99);
 }

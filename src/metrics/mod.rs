@@ -514,6 +514,26 @@ mod tests {
     }
 
     #[test]
+    fn seaweedmq_publish_counters_show_only_on_that_backend() {
+        let m = Metrics::new(1).leak();
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(!out.contains("kelp_seaweedmq_"));
+        let stats = std::sync::Arc::new(crate::seaweedmq::PublishStats::default());
+        stats.count(5);
+        stats.count(3);
+        m.set_seaweedmq(stats);
+        out.clear();
+        m.render(&mut out);
+        assert!(out
+            .lines()
+            .any(|l| l == "kelp_seaweedmq_publish_sends_total 2"));
+        assert!(out
+            .lines()
+            .any(|l| l == "kelp_seaweedmq_published_records_total 8"));
+    }
+
+    #[test]
     fn blocks_do_not_share_cache_lines() {
         assert_eq!(std::mem::align_of::<ShardMetrics>(), 128);
         assert_eq!(std::mem::size_of::<ShardMetrics>() % 128, 0);
