@@ -114,6 +114,12 @@ pub struct Config {
     #[arg(long, env = "KELP_SEAWEEDMQ_CACHE_BYTES", default_value_t = 1024 * 1024)]
     pub seaweedmq_cache_bytes: usize,
 
+    /// Bytes of its most recently acked records (with bookkeeping) each SeaweedMQ partition's
+    /// publisher keeps, to publish them again at their offsets if the broker restarts without
+    /// them (a SeaweedMQ broker acks records before the filer has them). 0: keep none.
+    #[arg(long, env = "KELP_SEAWEEDMQ_REPLAY_BYTES", default_value_t = 1024 * 1024)]
+    pub seaweedmq_replay_bytes: usize,
+
     /// How long one SeaweedMQ call (or a publish's wait for its acks) may take.
     #[arg(long, env = "KELP_SEAWEEDMQ_TIMEOUT_MS", default_value_t = 10_000)]
     pub seaweedmq_timeout_ms: u64,

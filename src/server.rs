@@ -36,6 +36,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 ),
                 linger_us: config.seaweedmq_linger_us,
                 batch_bytes: config.seaweedmq_batch_bytes,
+                replay_bytes: config.seaweedmq_replay_bytes,
                 request_timeout_ms: config.seaweedmq_timeout_ms,
                 ..SeaweedOptions::default()
             };

@@ -85,14 +85,16 @@ fn check(fake: &FakeBroker, n: usize, offsets: &[i64]) {
     assert_eq!(values, want, "in the order they were published");
 }
 
-/// Plays a stream drop at `at` with the last `unacked` records stored but not acked, while
-/// `n` records go out in calls of `per_call`, and checks each is stored and acked once.
-fn play(at: usize, unacked: usize, n: usize, per_call: usize) {
+/// Plays a stream drop at `at` with the last `unacked` records stored but not acked (and the
+/// `forget` acked before them lost), while `n` records go out in calls of `per_call`, and
+/// checks each is stored once, at the offset it was acked at.
+fn play(at: usize, unacked: usize, forget: usize, n: usize, per_call: usize) {
     let fake = FakeBroker::start(1, true, None);
     fake.drop_stream(DropStream {
         partition: 0,
         at,
         unacked,
+        forget,
     });
     let offsets = publish_all(&fake, n, per_call);
     check(&fake, n, &offsets);
@@ -101,11 +103,24 @@ fn play(at: usize, unacked: usize, n: usize, per_call: usize) {
 #[test]
 fn records_stored_before_the_stream_broke_are_not_sent_again() {
     // Records 54..59 are stored but never acked; 60.. were sent and never read.
-    play(60, 6, 200, 10);
+    play(60, 6, 0, 200, 10);
 }
 
 #[test]
 fn a_stream_that_breaks_inside_one_call_keeps_that_calls_records_single() {
     // One call of 99 records: the break falls in its middle, with part of it stored.
-    play(40, 15, 100, 99);
+    play(40, 15, 0, 100, 99);
+}
+
+#[test]
+fn acked_records_a_restarted_broker_lost_are_published_again_at_their_offsets() {
+    // The broker comes back with its log ending at 44: records 44..53 had been acked.
+    play(60, 6, 10, 200, 10);
+}
+
+#[test]
+fn lost_records_of_a_call_still_waiting_are_restored_in_order() {
+    // The broker forgets everything: record 0 (its own call, answered) comes back from the
+    // replay ring; the call of 99, 24 of them acked but not yet answered, is sent again whole.
+    play(40, 15, 25, 100, 99);
 }

@@ -84,6 +84,10 @@ pub struct SeaweedOptions {
     pub publish_retries: u32,
     /// Largest gRPC message the core decodes (a fetch may return up to 100 MiB).
     pub max_message_bytes: usize,
+    /// Bytes of its most recently acked records each partition's publisher keeps (sharing the
+    /// buffers, not copying them), to publish again if the broker restarts having lost them:
+    /// a SeaweedMQ broker acks a record before the filer has it.
+    pub replay_bytes: usize,
     /// The core's loop polls for work this long after its last request before it sleeps (0:
     /// sleep at once). Spinning saves the ~80 us wake-up of a sleeping thread on a VM.
     pub spin_us: u64,
@@ -108,6 +112,7 @@ impl Default for SeaweedOptions {
             leader_lookup_attempts: 5,
             publish_retries: 3,
             max_message_bytes: 128 << 20,
+            replay_bytes: 1 << 20,
             spin_us: 0,
         }
     }

@@ -32,6 +32,11 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tonic::{Status, Streaming};
 
+/// What one entry of the replay ring costs besides its key and value: the offset, the record's
+/// two `Bytes` handles and their shared allocation headers, roughly. Counted against
+/// `replay_bytes`, so that a ring of small records stays within it.
+const REPLAY_ENTRY_OVERHEAD: usize = 96;
+
 /// One caller's publish, as the dispatcher hands it over.
 pub(crate) struct PublishJob {
     pub(crate) records: Vec<Record>,
@@ -51,6 +56,9 @@ struct Waiter {
     reply: Option<oneshot::Sender<SeaweedResult<Vec<i64>>>>,
     deadline: Instant,
     bytes: usize,
+    /// For records published again after the broker lost them: the offset they were first
+    /// acked at, which they must land at again.
+    replay_of: Option<i64>,
 }
 
 impl Waiter {
@@ -101,6 +109,10 @@ pub(crate) struct Publisher {
     /// Records that were in flight when a stream broke: the first this many unacked records may
     /// be stored already. Checked by [`Publisher::reconcile`] before they are sent again.
     unconfirmed: usize,
+    /// The most recently acked records and their offsets (up to `replay_bytes`), oldest first:
+    /// what is published again when a restarted broker's log ends below them.
+    acked: VecDeque<(i64, Record)>,
+    acked_bytes: usize,
 }
 
 impl Publisher {
@@ -127,6 +139,8 @@ impl Publisher {
             failures: 0,
             next_offset: None,
             unconfirmed: 0,
+            acked: VecDeque::new(),
+            acked_bytes: 0,
         }
     }
 
@@ -265,6 +279,7 @@ impl Publisher {
             reply: Some(job.reply),
             deadline: Instant::from_std(job.deadline),
             bytes,
+            replay_of: None,
         });
         if self.core.opts.linger_us > 0 && self.linger.is_none() && !self.flush {
             let linger = Duration::from_micros(self.core.opts.linger_us);
@@ -351,6 +366,19 @@ impl Publisher {
         w.offsets.push(ack.assigned_offset);
         self.in_flight -= 1;
         self.failures = 0;
+        if let Some(expected) = self.next_offset.filter(|e| ack.assigned_offset < *e) {
+            // Another publisher cannot make offsets go down: the broker numbers this record
+            // below one it stored before (4.53 after a crash resumes numbering from its last
+            // periodic checkpoint, up to 2 s behind its log).
+            log::error!(
+                "publish {}[{}]: SeaweedMQ gave offset {} after it had given {}: the partition \
+                 now holds two records at that offset, and reads past it may stop",
+                self.topic,
+                self.partition,
+                ack.assigned_offset,
+                expected - 1
+            );
+        }
         self.next_offset = Some(ack.assigned_offset + 1);
         self.answer_done();
         if ack.should_close {
@@ -375,10 +403,127 @@ impl Publisher {
             let w = self.waiters.pop_front().expect("checked above");
             self.held_bytes -= w.bytes;
             self.send_idx = self.send_idx.saturating_sub(1);
+            if let Some(first) = w.replay_of {
+                if w.offsets.first() == Some(&first) {
+                    log::warn!(
+                        "publish {}[{}]: published the {} lost records again at offsets \
+                         {first}..{}, where they were first acked",
+                        self.topic,
+                        self.partition,
+                        w.offsets.len(),
+                        first + w.offsets.len() as i64
+                    );
+                } else {
+                    log::error!(
+                        "publish {}[{}]: {} records first acked at offset {first} were \
+                         published again at {:?}: readers see them at the new offsets",
+                        self.topic,
+                        self.partition,
+                        w.offsets.len(),
+                        w.offsets.first()
+                    );
+                }
+                // Already in the replay ring.
+                continue;
+            }
+            let replay_max = self.core.opts.replay_bytes;
+            if replay_max > 0 {
+                for (&offset, record) in w.offsets.iter().zip(&w.records) {
+                    self.acked_bytes += record.size_bytes() + REPLAY_ENTRY_OVERHEAD;
+                    self.acked.push_back((offset, record.clone()));
+                }
+                while self.acked_bytes > replay_max {
+                    let Some((_, old)) = self.acked.pop_front() else {
+                        break;
+                    };
+                    self.acked_bytes -= old.size_bytes() + REPLAY_ENTRY_OVERHEAD;
+                }
+            }
             if let Some(reply) = w.reply {
                 let _ = reply.send(Ok(w.offsets));
             }
         }
+    }
+
+    /// The broker's log ends at `high_water_mark`, below `from`, the offset after the last
+    /// record it acked: it lost acked records (it acks before the filer has them, so a broker
+    /// that dies forgets up to its last flush). Publishes them again, first and in order, so
+    /// that they land at the offsets their producers were told: those of answered callers
+    /// from the replay ring, those of callers still waiting by sending their records again
+    /// from the first lost one. Logs what it did, or that kelp no longer held them all.
+    fn replay_lost(&mut self, high_water_mark: i64, from: i64) {
+        let ring_end = self.acked.back().map_or(high_water_mark, |(o, _)| *o + 1);
+        let ring_needed = high_water_mark < ring_end.min(from);
+        let ring_covers = self
+            .acked
+            .front()
+            .is_some_and(|(o, _)| *o <= high_water_mark)
+            && self
+                .acked
+                .iter()
+                .zip(self.acked.iter().skip(1))
+                .all(|((a, _), (b, _))| *b == *a + 1);
+        if ring_needed && !ring_covers {
+            log::error!(
+                "publish {}[{}]: SeaweedMQ lost acknowledged records: its log now ends at \
+                 offset {high_water_mark}, but it had acked offset {} (the broker acks a record \
+                 before writing it to the filer), and kelp no longer holds all of them \
+                 (it keeps {} bytes per partition)",
+                self.topic,
+                self.partition,
+                from - 1,
+                self.core.opts.replay_bytes
+            );
+            return;
+        }
+        log::error!(
+            "publish {}[{}]: SeaweedMQ lost acknowledged records: its log now ends at offset \
+             {high_water_mark}, but it had acked offset {} (the broker acks a record before \
+             writing it to the filer); publishing those {} records again",
+            self.topic,
+            self.partition,
+            from - 1,
+            from - high_water_mark
+        );
+        // Callers still waiting: their acks at or above the log's end are void.
+        for w in self.waiters.iter_mut() {
+            let keep = w
+                .offsets
+                .iter()
+                .take_while(|o| **o < high_water_mark)
+                .count();
+            if keep < w.offsets.len() {
+                self.unsent_bytes += w.records[keep..w.offsets.len()]
+                    .iter()
+                    .map(Record::size_bytes)
+                    .sum::<usize>();
+                w.offsets.truncate(keep);
+                w.sent = keep;
+            }
+        }
+        if ring_needed {
+            let records: Vec<Record> = self
+                .acked
+                .iter()
+                .filter(|(o, _)| (high_water_mark..from).contains(o))
+                .map(|(_, r)| r.clone())
+                .collect();
+            let bytes: usize = records.iter().map(Record::size_bytes).sum();
+            self.held_bytes += bytes;
+            self.unsent_bytes += bytes;
+            let count = records.len();
+            self.waiters.push_front(Waiter {
+                records,
+                sent: 0,
+                offsets: Vec::with_capacity(count),
+                reply: None,
+                deadline: Instant::now() + self.core.request_timeout(),
+                bytes,
+                replay_of: Some(high_water_mark),
+            });
+        }
+        self.send_idx = 0;
+        self.next_offset = Some(high_water_mark);
     }
 
     /// After a stream broke with records in flight, and before they are sent again: reads the
@@ -416,16 +561,8 @@ impl Publisher {
         };
         let found = match fetched {
             _ if high_water_mark.is_some_and(|h| h < from) => {
-                let high_water_mark = high_water_mark.unwrap_or_default();
-                log::error!(
-                    "publish {}[{}]: SeaweedMQ lost acknowledged records: its log now ends at \
-                     offset {high_water_mark}, but it had acked offset {} (the broker acks a \
-                     record before writing it to the filer); sending {unconfirmed} unacked \
-                     records again",
-                    self.topic,
-                    self.partition,
-                    from - 1
-                );
+                // The unacked records cannot be there either: send them after the lost ones.
+                self.replay_lost(high_water_mark.unwrap_or_default(), from);
                 return;
             }
             Ok(f) => f.messages,
@@ -496,9 +633,11 @@ impl Publisher {
     }
 
     /// Marks every unacked record unsent. Callers that were already answered (timed out) are
-    /// dropped rather than re-sent: their producer retries on its own.
+    /// dropped rather than re-sent: their producer retries on its own. Records being published
+    /// again after the broker lost them stay.
     fn rewind(&mut self) {
-        self.waiters.retain(|w| w.reply.is_some());
+        self.waiters
+            .retain(|w| w.reply.is_some() || w.replay_of.is_some());
         for w in self.waiters.iter_mut() {
             w.sent = w.offsets.len();
         }

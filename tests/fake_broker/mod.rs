@@ -38,12 +38,15 @@ const RING: i32 = 2520;
 /// A fault to play once: partition `partition` stores records until its log holds `at`, acks
 /// none of the last `unacked` of them (`unacked` >= 1), and then ends the stream with
 /// UNAVAILABLE, reading nothing more from it: like a broker that dies after storing records
-/// and before acking them.
+/// and before acking them. With `forget` > 0 it then also forgets the last `forget` records it
+/// had acked, and the unacked ones after them, as a SeaweedMQ broker that dies before its
+/// buffer reached the filer comes back without them.
 #[derive(Debug, Clone, Copy)]
 pub struct DropStream {
     pub partition: usize,
     pub at: usize,
     pub unacked: usize,
+    pub forget: usize,
 }
 
 #[derive(Default)]
@@ -210,6 +213,11 @@ impl SeaweedMessaging for FakeBroker {
                             Some(f) if f.partition == p && stored >= f.at => {
                                 st.fault = None;
                                 *ended = true;
+                                if f.forget > 0 {
+                                    let keep = f.at - f.unacked - f.forget;
+                                    st.logs[p].truncate(keep);
+                                    st.next[p] = keep as i64;
+                                }
                                 Some(Err(Status::unavailable("fake broker: stream dropped")))
                             }
                             Some(f) if f.partition == p && stored + f.unacked > f.at => None,
