@@ -62,6 +62,9 @@ impl Shard {
             }
         }
         self.grpc_waiting.set(self.grpc_waiting.get() + 1);
+        if self.grpc_waiting.get() == 1 {
+            self.grpc_started.notify_all();
+        }
         let _waiting = Waiting(self);
         futures::pin_mut!(fut);
         let noop = futures::task::noop_waker();
