@@ -9,7 +9,8 @@
 # `cargo bench --bench seaweedmq_publish`.
 #
 # Usage: scripts/bench-seaweedmq.sh      (a benchmark, not a test: it reports, it does not judge)
-# Environment: BENCH_DURATION (15s), BENCH_WARMUP (5s), WEED_BIN (see seaweedmq-up.sh).
+# Environment: BENCH_DURATION (15s), BENCH_WARMUP (5s), BENCH_ROUNDS (2), WEED_BIN (see
+# seaweedmq-up.sh).
 # Output: bench-results/seaweedmq-<date>.md; raw JSON under target/bench-seaweedmq/<date>/.
 set -euo pipefail
 
@@ -74,18 +75,29 @@ per_write() {
     awk -v r="$records" -v s="$sends" 'BEGIN { printf "%.1f (%d records in %d writes)", r / (s > 0 ? s : 1), r, s }'
 }
 PIPELINED=(--connections 4 --in-flight 16)
-s0=$(counter kelp_seaweedmq_publish_sends_total)
-r0=$(counter kelp_seaweedmq_published_records_total)
-run kelp-seaweedmq "$KELP_SW" "_bench-kelp-$STAMP" --connections 1
-PER_WRITE_1=$(per_write "$s0" "$r0")
-run weed-gateway 9093 "_bench-gw-$STAMP" --connections 1
-run kelp-memory "$KELP_MEM" "_bench-mem-$STAMP" --connections 1
-s0=$(counter kelp_seaweedmq_publish_sends_total)
-r0=$(counter kelp_seaweedmq_published_records_total)
-run kelp-seaweedmq-pipelined "$KELP_SW" "_bench-kelp-p-$STAMP" "${PIPELINED[@]}"
-PER_WRITE_64=$(per_write "$s0" "$r0")
-run weed-gateway-pipelined 9093 "_bench-gw-p-$STAMP" "${PIPELINED[@]}"
-run kelp-memory-pipelined "$KELP_MEM" "_bench-mem-p-$STAMP" "${PIPELINED[@]}"
+# Each workload runs ROUNDS times, the systems taking turns, so that a slow spell of this
+# shared machine (or of a stack just started) does not fall on one system only.
+ROUNDS=${BENCH_ROUNDS:-2}
+NAMES=()
+for round in $(seq 1 "$ROUNDS"); do
+    s0=$(counter kelp_seaweedmq_publish_sends_total)
+    r0=$(counter kelp_seaweedmq_published_records_total)
+    run "kelp-seaweedmq-r$round" "$KELP_SW" "_bench-kelp-$STAMP" --connections 1
+    PER_WRITE_1=$(per_write "$s0" "$r0")
+    run "weed-gateway-r$round" 9093 "_bench-gw-$STAMP" --connections 1
+    run "kelp-memory-r$round" "$KELP_MEM" "_bench-mem-$STAMP" --connections 1
+    NAMES+=("kelp-seaweedmq-r$round" "weed-gateway-r$round" "kelp-memory-r$round")
+done
+for round in $(seq 1 "$ROUNDS"); do
+    s0=$(counter kelp_seaweedmq_publish_sends_total)
+    r0=$(counter kelp_seaweedmq_published_records_total)
+    run "kelp-seaweedmq-pipelined-r$round" "$KELP_SW" "_bench-kelp-p-$STAMP" "${PIPELINED[@]}"
+    PER_WRITE_64=$(per_write "$s0" "$r0")
+    run "weed-gateway-pipelined-r$round" 9093 "_bench-gw-p-$STAMP" "${PIPELINED[@]}"
+    run "kelp-memory-pipelined-r$round" "$KELP_MEM" "_bench-mem-p-$STAMP" "${PIPELINED[@]}"
+    NAMES+=("kelp-seaweedmq-pipelined-r$round" "weed-gateway-pipelined-r$round"
+        "kelp-memory-pipelined-r$round")
+done
 
 field() { sed -n "s/.*\"$2\": *\\([0-9.]*\\).*/\\1/p" "$RAW/$1.json" | head -n 1; }
 {
@@ -97,14 +109,15 @@ field() { sed -n "s/.*\"$2\": *\\([0-9.]*\\).*/\\1/p" "$RAW/$1.json" | head -n 1
     echo
     echo "| system | p50 us | p99 us | p99.9 us | max us | records/s | errors |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
-    for s in kelp-seaweedmq weed-gateway kelp-memory kelp-seaweedmq-pipelined \
-        weed-gateway-pipelined kelp-memory-pipelined; do
-        echo "| $s | $(field $s p50_us) | $(field $s p99_us) | $(field $s p999_us) | $(field $s max_us) | $(field $s records_per_sec) | $(field $s errors) |"
+    for s in "${NAMES[@]}"; do
+        echo "| $s | $(field "$s" p50_us) | $(field "$s" p99_us) | $(field "$s" p999_us) | $(field "$s" max_us) | $(field "$s" records_per_sec) | $(field "$s" errors) |"
     done
     echo
     echo "\"pipelined\": ${PIPELINED[*]} (64 requests in flight)."
     echo
-    echo "kelp's records per gRPC stream write (one record per DataMessage; /metrics):"
+    echo "\"-rN\": round N; the systems take turns within a round."
+    echo
+    echo "kelp's records per gRPC stream write (one record per DataMessage; /metrics; last round):"
     echo "- 1 in flight: $PER_WRITE_1"
     echo "- pipelined: $PER_WRITE_64"
 } >"bench-results/seaweedmq-$STAMP.md"
