@@ -8,7 +8,7 @@ mod fake_broker;
 use bytes::Bytes;
 use fake_broker::{DropStream, FakeBroker};
 use futures::channel::oneshot;
-use kelp::seaweedmq::{Record, SeaweedCore, SeaweedOptions, SeaweedResult};
+use kelp::seaweedmq::{Record, SeaweedCore, SeaweedHandle, SeaweedOptions, SeaweedResult};
 use std::time::{Duration, Instant};
 
 /// Waits for a reply from the gRPC core, up to a generous deadline.
@@ -28,10 +28,8 @@ fn value(i: usize) -> Bytes {
     Bytes::from(format!("record-{i:05}"))
 }
 
-/// Publishes `n` records in calls of `per_call`, all queued before any answer is awaited (so
-/// many are in flight when the fault hits), and returns every record's offset.
-fn publish_all(fake: &FakeBroker, n: usize, per_call: usize) -> Vec<i64> {
-    let handle = SeaweedCore::start(
+fn core(fake: &FakeBroker) -> SeaweedHandle {
+    SeaweedCore::start(
         fake.addr.clone(),
         None,
         SeaweedOptions {
@@ -39,13 +37,13 @@ fn publish_all(fake: &FakeBroker, n: usize, per_call: usize) -> Vec<i64> {
             ..SeaweedOptions::default()
         },
     )
-    .expect("gRPC core");
-    // Open the stream first, so that the rest goes out pipelined on it.
-    let first = handle
-        .publish_now("t", 0, vec![Record::new(Bytes::new(), value(0), 1)])
-        .expect("queued");
-    let mut offsets = wait(first).expect("first record acked");
-    let replies: Vec<_> = (1..n)
+    .expect("gRPC core")
+}
+
+/// Publishes records `range` in calls of `per_call`, all queued before any answer is awaited
+/// (so many are in flight when a fault hits), and returns every record's offset.
+fn publish(handle: &SeaweedHandle, range: std::ops::Range<usize>, per_call: usize) -> Vec<i64> {
+    let replies: Vec<_> = range
         .collect::<Vec<_>>()
         .chunks(per_call)
         .map(|c| {
@@ -56,9 +54,18 @@ fn publish_all(fake: &FakeBroker, n: usize, per_call: usize) -> Vec<i64> {
             handle.publish_now("t", 0, records).expect("queued")
         })
         .collect();
-    for r in replies {
-        offsets.extend(wait(r).expect("records acked despite the dropped stream"));
-    }
+    replies
+        .into_iter()
+        .flat_map(|r| wait(r).expect("records acked despite the fault"))
+        .collect()
+}
+
+/// Publishes `n` records: the first alone (it opens the stream), the rest in calls of
+/// `per_call`, pipelined on it.
+fn publish_all(fake: &FakeBroker, n: usize, per_call: usize) -> Vec<i64> {
+    let handle = core(fake);
+    let mut offsets = publish(&handle, 0..1, 1);
+    offsets.extend(publish(&handle, 1..n, per_call));
     handle.shutdown();
     offsets
 }
@@ -123,4 +130,32 @@ fn lost_records_of_a_call_still_waiting_are_restored_in_order() {
     // The broker forgets everything: record 0 (its own call, answered) comes back from the
     // replay ring; the call of 99, 24 of them acked but not yet answered, is sent again whole.
     play(40, 15, 25, 100, 99);
+}
+
+#[test]
+fn acked_records_lost_while_nothing_was_in_flight_are_published_again() {
+    // The stream drops right after record 49's ack, with nothing in flight, and the broker
+    // comes back without records 40..49: the publisher must find that out before it sends
+    // anything else.
+    let fake = FakeBroker::start(1, true, None);
+    fake.drop_stream(DropStream {
+        partition: 0,
+        at: 50,
+        unacked: 0,
+        forget: 10,
+    });
+    let handle = core(&fake);
+    let mut offsets = publish(&handle, 0..50, 10);
+    // Wait until the publisher has seen the drop and opened a new stream (an attach opens one
+    // when there is none).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fake.streams_opened() < 2 {
+        assert!(Instant::now() < deadline, "no second stream within 60 s");
+        let attached = handle.publish_now("t", 0, Vec::new()).expect("queued");
+        let _ = wait(attached);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    offsets.extend(publish(&handle, 50..60, 10));
+    handle.shutdown();
+    check(&fake, 60, &offsets);
 }

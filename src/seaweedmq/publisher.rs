@@ -109,6 +109,9 @@ pub(crate) struct Publisher {
     /// Records that were in flight when a stream broke: the first this many unacked records may
     /// be stored already. Checked by [`Publisher::reconcile`] before they are sent again.
     unconfirmed: usize,
+    /// A stream broke since the log was last checked: the broker may have restarted without
+    /// records it acked, whether or not any were in flight.
+    check_log: bool,
     /// The most recently acked records and their offsets (up to `replay_bytes`), oldest first:
     /// what is published again when a restarted broker's log ends below them.
     acked: VecDeque<(i64, Record)>,
@@ -139,6 +142,7 @@ impl Publisher {
             failures: 0,
             next_offset: None,
             unconfirmed: 0,
+            check_log: false,
             acked: VecDeque::new(),
             acked_bytes: 0,
         }
@@ -153,7 +157,7 @@ impl Publisher {
                         self.fail_all(e);
                         // A publisher with unconfirmed records stays: the callers' retries
                         // come back to it and must be checked against what the broker kept.
-                        if self.inbox.is_empty() && self.unconfirmed == 0 {
+                        if self.inbox.is_empty() && self.unconfirmed == 0 && !self.check_log {
                             // Nothing left to do (and maybe no such partition): end the task
                             // rather than keep one per name ever asked for. No await between
                             // the check and the removal, so no job can slip in.
@@ -163,9 +167,11 @@ impl Publisher {
                     }
                 }
             }
-            if self.unconfirmed > 0 && self.stream.is_some() && !self.waiters.is_empty() {
-                // Before anything is sent on a new stream (however it was opened): which of
-                // the records may already be there?
+            if self.stream.is_some()
+                && (self.check_log || (self.unconfirmed > 0 && !self.waiters.is_empty()))
+            {
+                // Before anything is sent on a new stream (however it was opened): did the
+                // broker keep what it acked, and which of the unacked records are there?
                 self.reconcile().await;
             }
             self.pump();
@@ -526,9 +532,10 @@ impl Publisher {
         self.next_offset = Some(high_water_mark);
     }
 
-    /// After a stream broke with records in flight, and before they are sent again: reads the
-    /// log from where the first of them would have landed and takes those found there, in
-    /// order and with equal key and value, as acked at their offsets. They are then not sent a
+    /// After a stream broke, before anything is sent on the new one: reads the log from the
+    /// offset after the last acked record. If the log now ends below it, the broker lost acked
+    /// records ([`Publisher::replay_lost`]). Otherwise, when records were in flight, it takes
+    /// those found there, in order and with equal key and value, as acked at their offsets. They are then not sent a
     /// second time, which is what keeps a Kafka idempotent producer's records single across a
     /// broker restart. Anything else (a failed read, a different record) ends the check, and
     /// the rest is sent again.
@@ -539,14 +546,12 @@ impl Publisher {
     /// than ids (SeaweedMQ records carry none): a new record equal in key and value to one
     /// the broker kept from a broken stream counts as that one.
     async fn reconcile(&mut self) {
+        self.check_log = false;
         let unconfirmed = std::mem::take(&mut self.unconfirmed);
         let Some(from) = self.next_offset else {
             return;
         };
-        if unconfirmed == 0 {
-            return;
-        }
-        let max = i32::try_from(unconfirmed).unwrap_or(i32::MAX);
+        let max = i32::try_from(unconfirmed.max(1)).unwrap_or(i32::MAX);
         let max_bytes = i32::try_from(self.core.opts.max_message_bytes).unwrap_or(i32::MAX);
         let fetched = self
             .core
@@ -565,11 +570,17 @@ impl Publisher {
                 self.replay_lost(high_water_mark.unwrap_or_default(), from);
                 return;
             }
+            Ok(_) if unconfirmed == 0 => return,
+            Ok(_) if self.waiters.is_empty() => {
+                // Nothing to compare yet: the callers' retries will be.
+                self.unconfirmed = unconfirmed;
+                return;
+            }
             Ok(f) => f.messages,
             Err(e) => {
                 log::warn!(
-                    "publish {}[{}]: cannot check which of {unconfirmed} records in flight the \
-                     broker stored ({e}); sending them again, which may store some twice",
+                    "publish {}[{}]: cannot check the log after a broken stream ({e}); sending \
+                     {unconfirmed} unacked records again, which may store some twice",
                     self.topic,
                     self.partition
                 );
@@ -623,6 +634,7 @@ impl Publisher {
             );
         }
         self.unconfirmed = self.unconfirmed.max(self.in_flight);
+        self.check_log = true;
         self.failures += 1;
         if self.failures > self.core.opts.publish_retries {
             self.failures = 0;

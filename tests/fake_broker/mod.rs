@@ -36,9 +36,9 @@ use pb::schema_pb as spb;
 const RING: i32 = 2520;
 
 /// A fault to play once: partition `partition` stores records until its log holds `at`, acks
-/// none of the last `unacked` of them (`unacked` >= 1), and then ends the stream with
-/// UNAVAILABLE, reading nothing more from it: like a broker that dies after storing records
-/// and before acking them. With `forget` > 0 it then also forgets the last `forget` records it
+/// none of the last `unacked` of them, and then ends the stream with UNAVAILABLE, reading
+/// nothing more from it: like a broker that dies after storing records and before acking them
+/// (with `unacked` 0 it acks them all first). With `forget` > 0 it then also forgets the last `forget` records it
 /// had acked, and the unacked ones after them, as a SeaweedMQ broker that dies before its
 /// buffer reached the filer comes back without them.
 #[derive(Debug, Clone, Copy)]
@@ -190,12 +190,12 @@ impl SeaweedMessaging for FakeBroker {
                 if *ended {
                     return futures::future::ready(None);
                 }
-                let answer = match m {
+                let answers = match m {
                     Ok(mpb::PublishMessageRequest {
                         message: Some(Message::Init(init)),
                     }) => {
                         *partition = init.partition.as_ref().map(|p| me.partition_of(p));
-                        Some(Ok(mpb::PublishMessageResponse::default()))
+                        vec![Ok(mpb::PublishMessageResponse::default())]
                     }
                     Ok(mpb::PublishMessageRequest {
                         message: Some(Message::Data(d)),
@@ -209,6 +209,11 @@ impl SeaweedMessaging for FakeBroker {
                             st.logs[p].push(d);
                         }
                         let stored = (offset + 1) as usize;
+                        let ack = mpb::PublishMessageResponse {
+                            ack_ts_ns: ts_ns,
+                            assigned_offset: offset,
+                            ..Default::default()
+                        };
                         match st.fault {
                             Some(f) if f.partition == p && stored >= f.at => {
                                 st.fault = None;
@@ -218,25 +223,27 @@ impl SeaweedMessaging for FakeBroker {
                                     st.logs[p].truncate(keep);
                                     st.next[p] = keep as i64;
                                 }
-                                Some(Err(Status::unavailable("fake broker: stream dropped")))
+                                let dropped =
+                                    Err(Status::unavailable("fake broker: stream dropped"));
+                                if f.unacked == 0 {
+                                    vec![Ok(ack), dropped]
+                                } else {
+                                    vec![dropped]
+                                }
                             }
-                            Some(f) if f.partition == p && stored + f.unacked > f.at => None,
-                            _ => Some(Ok(mpb::PublishMessageResponse {
-                                ack_ts_ns: ts_ns,
-                                assigned_offset: offset,
-                                ..Default::default()
-                            })),
+                            Some(f) if f.partition == p && stored + f.unacked > f.at => Vec::new(),
+                            _ => vec![Ok(ack)],
                         }
                     }
-                    Ok(_) => None,
+                    Ok(_) => Vec::new(),
                     Err(status) => {
                         *ended = true;
-                        Some(Err(status))
+                        vec![Err(status)]
                     }
                 };
-                futures::future::ready(Some(answer))
+                futures::future::ready(Some(answers))
             })
-            .filter_map(futures::future::ready);
+            .flat_map(futures::stream::iter);
         Ok(Response::new(Box::pin(acks)))
     }
 
