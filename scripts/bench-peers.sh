@@ -34,6 +34,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=scripts/lib.sh source-path=SCRIPTDIR/..
 source "$ROOT/scripts/lib.sh"
+# shellcheck source=scripts/bench-lib.sh source-path=SCRIPTDIR/..
+source "$ROOT/scripts/bench-lib.sh"
 
 DURATION=${BENCH_DURATION:-15s}
 WARMUP=${BENCH_WARMUP:-5s}
@@ -48,67 +50,10 @@ RESULTS_DIR=$ROOT/bench-results
 WORK=$ROOT/target/bench-peers
 RUN_DIR=$WORK/$STAMP
 mkdir -p "$RESULTS_DIR" "$RUN_DIR"
-NOTES=$RUN_DIR/notes.txt # one line per problem, copied into the report
-: >"$NOTES"
-note() {
-    echo "$*" >>"$NOTES"
-    echo "bench: $*" >&2
-}
-
-# Every process this script starts, so that the EXIT trap stops exactly those.
-STARTED_PIDS=()
-stop_pid() { # pid name
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        note "$2 (pid $pid) did not exit 30 s after SIGTERM; sent SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-    local rc=$? pid
-    for pid in "${STARTED_PIDS[@]}"; do
-        stop_pid "$pid" "process"
-    done
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-wait_port() { # port pid name seconds log
-    local deadline=$((SECONDS + $4))
-    until port_open 127.0.0.1 "$1"; do
-        if ! kill -0 "$2" 2>/dev/null; then
-            note "$3 exited before accepting connections: $(tail -n 1 "$5" | sed 's/\x1b\[[0-9;]*m//g')"
-            return 1
-        fi
-        if ((SECONDS >= deadline)); then
-            note "$3 did not accept connections on port $1 within $4 s"
-            return 1
-        fi
-        sleep 0.2
-    done
-}
+bench_notes "$RUN_DIR"
 
 # --- binaries ------------------------------------------------------------------------------------
-if [[ -z ${KELP_BIN:-} || -z ${LOADTEST_BIN:-} ]]; then
-    banner "bench: cargo build --release --bin kelp --bin loadtest"
-    cargo build --release --bin kelp --bin loadtest
-fi
-KELP_BIN=$(realpath "${KELP_BIN:-$ROOT/target/release/kelp}")
-LOADTEST=$(realpath "${LOADTEST_BIN:-$ROOT/target/release/loadtest}")
-[[ -x $KELP_BIN ]] || die "no kelp binary at $KELP_BIN"
-[[ -x $LOADTEST ]] || die "no loadtest binary at $LOADTEST"
-# glommio locks memory for its rings.
-ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
+bench_binaries
 
 # --- machine -------------------------------------------------------------------------------------
 {
