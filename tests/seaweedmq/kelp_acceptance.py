@@ -48,45 +48,43 @@ def records_for(state, codec):
     return recs
 
 
-def commit_group(bootstrap, group, offsets):
-    """Commit offsets {(topic, p): offset} as a consumer outside any generation."""
+def with_group_consumer(bootstrap, group, what, action):
+    """action(consumer) with a consumer of `group` outside any generation, retried for up to
+    60 s while it raises (COORDINATOR_LOAD_IN_PROGRESS and the like while kelp loads)."""
     conf = base_conf(bootstrap)
     conf.update({"group.id": group, "enable.auto.commit": False})
     c = Consumer(conf)
     try:
-        tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
-        c.assign(tps)
         deadline = time.monotonic() + 60
         while True:
             try:
-                c.commit(offsets=tps, asynchronous=False)
-                return
+                return action(c)
             except Exception as e:  # noqa: BLE001 - retriable while the coordinator loads
                 if time.monotonic() > deadline:
-                    raise Fail(f"commit for group {group} failed: {e}") from e
-                log(f"commit retry: {e}")
+                    raise Fail(f"{what} for group {group} failed: {e}") from e
+                log(f"{what} retry: {e}")
                 time.sleep(0.5)
     finally:
         c.close()
+
+
+def commit_group(bootstrap, group, offsets):
+    """Commit offsets {(topic, p): offset} as a consumer outside any generation."""
+    tps = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
+
+    def commit(c):
+        c.assign(tps)
+        c.commit(offsets=tps, asynchronous=False)
+
+    with_group_consumer(bootstrap, group, "commit", commit)
 
 
 def read_committed(bootstrap, group, keys):
-    conf = base_conf(bootstrap)
-    conf.update({"group.id": group, "enable.auto.commit": False})
-    c = Consumer(conf)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                got = c.committed([TopicPartition(t, p) for t, p in sorted(keys)], timeout=30)
-                return {(tp.topic, tp.partition): tp.offset for tp in got}
-            except Exception as e:  # noqa: BLE001 - COORDINATOR_LOAD_IN_PROGRESS and the like
-                if time.monotonic() > deadline:
-                    raise Fail(f"reading group {group}'s committed offsets failed: {e}") from e
-                log(f"committed() retry: {e}")
-                time.sleep(0.5)
-    finally:
-        c.close()
+    def committed(c):
+        got = c.committed([TopicPartition(t, p) for t, p in sorted(keys)], timeout=30)
+        return {(tp.topic, tp.partition): tp.offset for tp in got}
+
+    return with_group_consumer(bootstrap, group, "reading committed offsets", committed)
 
 
 def phase_produce(r, bootstrap, prefix, state_path):
