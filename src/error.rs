@@ -4,9 +4,11 @@ use crate::protocol::batch::BatchError;
 use crate::seaweedmq::{broker_codes, SeaweedError};
 
 /// The Kafka error codes kelp answers with (numbers from Kafka's `Errors` enum).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(i16)]
 pub enum ErrorCode {
+    UnknownServerError = -1,
+    #[default]
     None = 0,
     OffsetOutOfRange = 1,
     CorruptMessage = 2,
@@ -14,22 +16,21 @@ pub enum ErrorCode {
     InvalidFetchSize = 4,
     NotLeaderOrFollower = 6,
     RequestTimedOut = 7,
-    NotEnoughReplicas = 19,
     MessageTooLarge = 10,
+    OffsetMetadataTooLarge = 12,
+    CoordinatorLoadInProgress = 14,
     CoordinatorNotAvailable = 15,
+    NotCoordinator = 16,
     InvalidTopicException = 17,
     RecordListTooLarge = 18,
+    NotEnoughReplicas = 19,
     InvalidRequiredAcks = 21,
-    InvalidRequest = 42,
-    UnsupportedForMessageFormat = 43,
-    PolicyViolation = 44,
-    OutOfOrderSequenceNumber = 45,
-    InvalidProducerEpoch = 47,
-    InvalidTxnState = 48,
-    TransactionalIdAuthorizationFailed = 53,
-    UnknownProducerId = 59,
-    KafkaStorageError = 56,
-    TopicDeletionDisabled = 73,
+    IllegalGeneration = 22,
+    InconsistentGroupProtocol = 23,
+    InvalidGroupId = 24,
+    UnknownMemberId = 25,
+    InvalidSessionTimeout = 26,
+    RebalanceInProgress = 27,
     ClusterAuthorizationFailed = 31,
     UnsupportedVersion = 35,
     TopicAlreadyExists = 36,
@@ -38,11 +39,26 @@ pub enum ErrorCode {
     InvalidReplicaAssignment = 39,
     InvalidConfig = 40,
     NotController = 41,
+    InvalidRequest = 42,
+    UnsupportedForMessageFormat = 43,
+    PolicyViolation = 44,
+    OutOfOrderSequenceNumber = 45,
+    InvalidProducerEpoch = 47,
+    InvalidTxnState = 48,
+    TransactionalIdAuthorizationFailed = 53,
+    KafkaStorageError = 56,
+    UnknownProducerId = 59,
+    NonEmptyGroup = 68,
+    GroupIdNotFound = 69,
     FetchSessionIdNotFound = 70,
     InvalidFetchSessionEpoch = 71,
+    TopicDeletionDisabled = 73,
+    MemberIdRequired = 79,
+    GroupMaxSizeReached = 81,
+    FencedInstanceId = 82,
+    GroupSubscribedToTopic = 86,
     InvalidRecord = 87,
     UnknownTopicId = 100,
-    UnknownServerError = -1,
 }
 
 impl ErrorCode {

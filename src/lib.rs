@@ -5,16 +5,17 @@
 //! - [`config`]: flags (each with a `KELP_*` twin) and every named limit.
 //! - [`protocol`]: frames, request decoding, the versions served, record batch validation.
 //!   Never does I/O.
-//! - [`seaweedmq`]: the gRPC core that talks to SeaweedMQ; [`seaweed_shard`]: what a shard
-//!   does with it (produce, fetch, offsets, topics) on the seaweedmq backend.
+//! - [`seaweedmq`]: the gRPC core that talks to SeaweedMQ (the only code that does).
 //! - [`server`]: starts one pinned glommio executor per shard; graceful shutdown.
-//! - [`shard`]: what a shard owns, the cross-shard mesh, and routing of partition work to the
-//!   owning shard ([`shard::shard_for_partition`]).
+//! - [`shard`]: what a shard owns, the cross-shard mesh, routing of partition and group work to
+//!   the owning shard ([`shard::shard_for_partition`]), the topic registry, and each backend's
+//!   partition ops (`shard::seaweed`: everything a shard does on SeaweedMQ).
 //! - [`conn`]: one connection: busy-polled non-blocking socket I/O, pipelined requests,
 //!   responses in request order.
 //! - [`handlers`]: one function per Kafka API, reached from one dispatcher.
-//! - [`partition`]: a partition on its owner: validation, idempotent producers, fetch waiters.
-//! - [`storage`]: the storage seam and the embedded memory backend.
+//! - [`partition`]: a memory partition on its owner; validation and idempotent producers, which
+//!   SeaweedMQ partitions share.
+//! - [`storage`]: what reads answer with, and the embedded backend's in-memory log.
 //! - [`topics`]: topic metadata, its single writer on shard 0, topic configs.
 //! - [`group`]: the consumer-group coordinator of the groups a shard owns.
 //! - [`error`]: Kafka error codes and the mapping into them.
@@ -29,8 +30,6 @@ pub mod handlers;
 pub mod metrics;
 pub mod partition;
 pub mod protocol;
-pub mod seaweed_offsets;
-pub mod seaweed_shard;
 pub mod seaweedmq;
 pub mod server;
 pub mod shard;

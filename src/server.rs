@@ -176,45 +176,7 @@ async fn shard_main(
     let shard = Shard::new(id, config.clone(), mesh.clone(), metrics.shard(id), seaweed);
     let bells = shard.join_doorbells(bells).await;
     let inbox = glommio::spawn_local(shard.clone().run_inbox(ends, bells));
-    if shard.seaweed.is_some() {
-        if id == 0 {
-            let loader = shard.clone();
-            glommio::spawn_local(async move { loader.seaweed_load_topics().await }).detach();
-        }
-        let loader = shard.clone();
-        glommio::spawn_local(async move { loader.seaweed_load_offsets().await }).detach();
-        let keeper = shard.clone();
-        glommio::spawn_local(async move { keeper.seaweed_keep_attached().await }).detach();
-    }
-    let sweeper_shard = shard.clone();
-    glommio::spawn_local(async move {
-        loop {
-            sweeper_shard
-                .pause(Duration::from_millis(limits::RETENTION_SWEEP_MS))
-                .await;
-            if sweeper_shard.stopping.get() {
-                break;
-            }
-            sweeper_shard.sweep_retention();
-        }
-    })
-    .detach();
-    let ticker_shard = shard.clone();
-    glommio::spawn_local(async move {
-        loop {
-            ticker_shard
-                .pause(Duration::from_millis(limits::GROUP_TICK_MS))
-                .await;
-            if ticker_shard.stopping.get() {
-                break;
-            }
-            ticker_shard
-                .groups
-                .borrow_mut()
-                .tick(std::time::Instant::now());
-        }
-    })
-    .detach();
+    shard.start_background();
     let _ = ready.send(Ok(()));
 
     // The io_uring accept outlives a wake-up by the spinner: once submitted, it may already

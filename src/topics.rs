@@ -12,6 +12,24 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use uuid::Uuid;
 
+/// A stable topic id derived from the topic's name, for backends whose topics outlive kelp
+/// (SeaweedMQ): it survives restarts and is the same on every kelp in front of the same store.
+pub fn topic_id_for(name: &str) -> Uuid {
+    let mut a: u64 = 0xcbf29ce484222325;
+    let mut b: u64 = 0x84222325cbf29ce4;
+    for &c in name.as_bytes() {
+        a = (a ^ c as u64).wrapping_mul(0x100000001b3);
+        b = (b ^ c as u64).wrapping_mul(0x0100_0193_0000_01b3);
+    }
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&a.to_be_bytes());
+    bytes[8..].copy_from_slice(&b.to_be_bytes());
+    // Version 8 (custom) and the RFC variant bits, so it reads as a proper UUID.
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    Uuid::from_bytes(bytes)
+}
+
 /// One topic as every shard sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicMeta {
@@ -557,6 +575,14 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_ids_are_stable_and_distinct() {
+        assert_eq!(topic_id_for("orders"), topic_id_for("orders"));
+        assert_ne!(topic_id_for("orders"), topic_id_for("orders2"));
+        assert_eq!(topic_id_for("a").get_version_num(), 8);
+        assert!(!topic_id_for("").is_nil());
+    }
 
     #[test]
     fn create_delete_and_grow() {

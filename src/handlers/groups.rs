@@ -3,7 +3,7 @@
 
 use super::str_bytes;
 use crate::error::ErrorCode;
-use crate::group::{codes, GroupOp, GroupReply, JoinArgs};
+use crate::group::{GroupOp, GroupReply, JoinArgs};
 use crate::shard::Shard;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -58,13 +58,13 @@ pub async fn join_group(
     let r = match shard.group(&group, GroupOp::Join(args)).await {
         GroupReply::Join(r) => r,
         _ => crate::group::JoinResult {
-            error: codes::COORDINATOR_NOT_AVAILABLE,
+            error: ErrorCode::CoordinatorNotAvailable,
             generation_id: -1,
             ..Default::default()
         },
     };
     let mut resp = JoinGroupResponse::default();
-    resp.error_code = r.error;
+    resp.error_code = r.error.code();
     resp.generation_id = r.generation_id;
     if version >= 7 {
         resp.protocol_type = r.protocol_type.as_deref().map(str_bytes);
@@ -115,14 +115,14 @@ pub async fn sync_group(
     let mut resp = SyncGroupResponse::default();
     match shard.group(&group, op).await {
         GroupReply::Sync(r) => {
-            resp.error_code = r.error;
+            resp.error_code = r.error.code();
             resp.assignment = r.assignment;
             if version >= 5 {
                 resp.protocol_type = r.protocol_type.as_deref().map(str_bytes);
                 resp.protocol_name = r.protocol_name.as_deref().map(str_bytes);
             }
         }
-        _ => resp.error_code = codes::COORDINATOR_NOT_AVAILABLE,
+        _ => resp.error_code = ErrorCode::CoordinatorNotAvailable.code(),
     }
     resp
 }
@@ -137,8 +137,8 @@ pub async fn heartbeat(shard: &Rc<Shard>, req: HeartbeatRequest) -> HeartbeatRes
     };
     let mut resp = HeartbeatResponse::default();
     resp.error_code = match shard.group(&group, op).await {
-        GroupReply::Code(c) => c,
-        _ => codes::COORDINATOR_NOT_AVAILABLE,
+        GroupReply::Code(c) => c.code(),
+        _ => ErrorCode::CoordinatorNotAvailable.code(),
     };
     resp
 }
@@ -177,16 +177,16 @@ pub async fn leave_group(
                         let mut m = MemberResponse::default();
                         m.member_id = str_bytes(id);
                         m.group_instance_id = inst.as_deref().map(str_bytes);
-                        m.error_code = code;
+                        m.error_code = code.code();
                         m
                     })
                     .collect();
             } else {
-                resp.error_code = codes.first().copied().unwrap_or(0);
+                resp.error_code = codes.first().map_or(0, |c| c.code());
             }
         }
-        GroupReply::Codes(Err(e)) => resp.error_code = e,
-        _ => resp.error_code = codes::COORDINATOR_NOT_AVAILABLE,
+        GroupReply::Codes(Err(e)) => resp.error_code = e.code(),
+        _ => resp.error_code = ErrorCode::CoordinatorNotAvailable.code(),
     }
     resp
 }
@@ -231,7 +231,7 @@ pub async fn offset_commit(
     };
     let result = match shard.group(&group, op).await {
         GroupReply::Codes(r) => r,
-        _ => Err(codes::COORDINATOR_NOT_AVAILABLE),
+        _ => Err(ErrorCode::CoordinatorNotAvailable),
     };
     let mut resp = OffsetCommitResponse::default();
     resp.topics = req
@@ -252,8 +252,8 @@ pub async fn offset_commit(
         rp.partition_index = p;
         rp.error_code = match (&result, ok) {
             (_, false) => ErrorCode::UnknownTopicOrPartition.code(),
-            (Err(e), true) => *e,
-            (Ok(_), true) => stored.next().unwrap_or(0),
+            (Err(e), true) => e.code(),
+            (Ok(_), true) => stored.next().map_or(0, |c| c.code()),
         };
         resp.topics[ti].partitions.push(rp);
     }
@@ -267,7 +267,7 @@ async fn fetch_group_offsets(
     shard: &Rc<Shard>,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<crate::group::FetchedOffsets, i16> {
+) -> Result<crate::group::FetchedOffsets, ErrorCode> {
     match shard
         .group(
             group,
@@ -280,7 +280,7 @@ async fn fetch_group_offsets(
     {
         GroupReply::Offsets(o) => Ok(o),
         GroupReply::Code(c) => Err(c),
-        _ => Err(codes::COORDINATOR_NOT_AVAILABLE),
+        _ => Err(ErrorCode::CoordinatorNotAvailable),
     }
 }
 
@@ -303,7 +303,7 @@ pub async fn offset_fetch(
             let fetched = match fetch_group_offsets(shard, &group, topics).await {
                 Ok(f) => f,
                 Err(e) => {
-                    rg.error_code = e;
+                    rg.error_code = e.code();
                     resp.groups.push(rg);
                     continue;
                 }
@@ -340,7 +340,7 @@ pub async fn offset_fetch(
     let fetched = match fetch_group_offsets(shard, &group, topics.clone()).await {
         Ok(f) => f,
         Err(e) if version >= 2 => {
-            resp.error_code = e;
+            resp.error_code = e.code();
             return resp;
         }
         // v0-1 have no top-level error: every asked partition carries it.
@@ -357,7 +357,7 @@ pub async fn offset_fetch(
                             let mut rp = OffsetFetchResponsePartition::default();
                             rp.partition_index = p;
                             rp.committed_offset = -1;
-                            rp.error_code = e;
+                            rp.error_code = e.code();
                             rp
                         })
                         .collect();
@@ -439,7 +439,7 @@ pub async fn describe_groups(
             _ => {
                 d.group_state = str_bytes("Dead");
                 if version >= 6 {
-                    d.error_code = codes::GROUP_ID_NOT_FOUND;
+                    d.error_code = ErrorCode::GroupIdNotFound.code();
                     d.error_message = Some(str_bytes("group does not exist"));
                 }
             }
@@ -498,8 +498,8 @@ pub async fn delete_groups(shard: &Rc<Shard>, req: DeleteGroupsRequest) -> Delet
             )
             .await
         {
-            GroupReply::Code(c) => c,
-            _ => codes::COORDINATOR_NOT_AVAILABLE,
+            GroupReply::Code(c) => c.code(),
+            _ => ErrorCode::CoordinatorNotAvailable.code(),
         };
         resp.results.push(r);
     }
@@ -536,14 +536,14 @@ pub async fn offset_delete(shard: &Rc<Shard>, req: OffsetDeleteRequest) -> Offse
                 for p in &t.partitions {
                     let mut rp = OffsetDeleteResponsePartition::default();
                     rp.partition_index = p.partition_index;
-                    rp.error_code = codes.next().unwrap_or(0);
+                    rp.error_code = codes.next().map_or(0, |c| c.code());
                     rt.partitions.push(rp);
                 }
                 resp.topics.push(rt);
             }
         }
-        GroupReply::Codes(Err(e)) => resp.error_code = e,
-        _ => resp.error_code = codes::COORDINATOR_NOT_AVAILABLE,
+        GroupReply::Codes(Err(e)) => resp.error_code = e.code(),
+        _ => resp.error_code = ErrorCode::CoordinatorNotAvailable.code(),
     }
     resp
 }

@@ -166,7 +166,7 @@ pub(crate) async fn topic_or_create(
     if let Some(t) = shard.topics().get(name) {
         return Ok(t.clone());
     }
-    if shard.seaweed.is_some() {
+    if shard.topics_may_exist_elsewhere() {
         // Another gateway may have made it in SeaweedMQ.
         if let Ok(meta) = shard
             .registry(RegistryOp::Lookup {

@@ -1,17 +1,14 @@
-//! The storage seam: what the partition owner asks of a backend. Handlers never touch a
-//! backend directly; they go through the owning shard's [`crate::partition::Partition`], which
-//! holds one [`PartitionLog`] per partition.
+//! What partition reads answer with, on either backend ([`ReadResult`], [`OffsetAndTimestamp`],
+//! ListOffsets' special timestamps), and the embedded backend's log ([`memory::MemoryLog`]).
 //!
-//! Two backends: the embedded memory log, and SeaweedMQ, whose variant here is only the owning
-//! shard's knowledge of the partition (offsets seen, a cache of what kelp published); its
-//! produce, fetch and offset lookups are async calls to the gRPC core made by the shard.
-//! Dispatch is static (an enum); the memory backend runs the conformance tests in `tests`
-//! below, the SeaweedMQ backend the real-stack tests (`tests/seaweedmq*.rs`).
+//! The backends are chosen once per shard (`crate::shard::Backend`): the memory backend's
+//! partitions (`crate::partition::Partition`) keep a [`memory::MemoryLog`] each; the SeaweedMQ
+//! backend's (`crate::shard::seaweed`) keep their records in SeaweedMQ and answer with these
+//! same types. The conformance scenarios below run against the memory log; the SeaweedMQ
+//! backend runs the real-stack tests (`tests/seaweedmq*.rs`, `scripts/test-seaweedmq.sh`).
 
 pub mod memory;
-pub mod seaweed;
 
-use crate::error::ErrorCode;
 use bytes::Bytes;
 
 /// Topic-level settings a partition log needs.
@@ -61,159 +58,11 @@ pub const MAX_TIMESTAMP: i64 = -3;
 pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 pub const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
-/// One partition's log, whatever the backend.
-pub enum PartitionLog {
-    Memory(memory::MemoryLog),
-    Seaweed(seaweed::SeaweedLog),
-}
-
-impl PartitionLog {
-    pub fn new_memory(config: LogConfig) -> Self {
-        PartitionLog::Memory(memory::MemoryLog::new(config))
-    }
-
-    /// Appends stamped batches (the caller assigns offsets through `next_offset` and writes
-    /// them into the batches first).
-    pub fn append(
-        &mut self,
-        batches: Vec<AppendBatch>,
-        now_ms: i64,
-    ) -> Result<Appended, ErrorCode> {
-        match self {
-            PartitionLog::Memory(m) => Ok(m.append(batches, now_ms)),
-            // SeaweedMQ appends go through the gRPC core (`Shard::seaweed_produce`).
-            PartitionLog::Seaweed(_) => Err(ErrorCode::UnknownServerError),
-        }
-    }
-
-    pub fn next_offset(&self) -> i64 {
-        match self {
-            PartitionLog::Memory(m) => m.next_offset(),
-            PartitionLog::Seaweed(s) => s.high_watermark(),
-        }
-    }
-
-    pub fn log_start_offset(&self) -> i64 {
-        match self {
-            PartitionLog::Memory(m) => m.log_start_offset(),
-            PartitionLog::Seaweed(s) => s.log_start_offset(),
-        }
-    }
-
-    pub fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        at_least_one: bool,
-    ) -> Result<ReadResult, ErrorCode> {
-        match self {
-            PartitionLog::Memory(m) => m.read(offset, max_bytes, at_least_one),
-            PartitionLog::Seaweed(s) => s
-                .read_cached(offset, max_bytes, at_least_one)
-                .ok_or(ErrorCode::KafkaStorageError),
-        }
-    }
-
-    pub fn list_offset(&self, timestamp: i64) -> Result<OffsetAndTimestamp, ErrorCode> {
-        match self {
-            PartitionLog::Memory(m) => m.list_offset(timestamp),
-            PartitionLog::Seaweed(_) => Err(ErrorCode::KafkaStorageError),
-        }
-    }
-
-    /// Moves the log start forward to `offset` (-1: the high watermark); returns the new start.
-    pub fn delete_records(&mut self, offset: i64) -> Result<i64, ErrorCode> {
-        match self {
-            PartitionLog::Memory(m) => m.delete_records(offset),
-            // SeaweedMQ has no call to drop a partition's head.
-            PartitionLog::Seaweed(_) => Err(ErrorCode::PolicyViolation),
-        }
-    }
-
-    pub fn set_config(&mut self, config: LogConfig) {
-        match self {
-            PartitionLog::Memory(m) => m.set_config(config),
-            PartitionLog::Seaweed(_) => {}
-        }
-    }
-
-    /// Applies retention; returns how many batches were dropped.
-    pub fn enforce_retention(&mut self, now_ms: i64) -> usize {
-        match self {
-            PartitionLog::Memory(m) => m.enforce_retention(now_ms),
-            // SeaweedMQ applies its own retention.
-            PartitionLog::Seaweed(_) => 0,
-        }
-    }
-
-    pub fn size_bytes(&self) -> usize {
-        match self {
-            PartitionLog::Memory(m) => m.size_bytes(),
-            PartitionLog::Seaweed(s) => s.cached_bytes(),
-        }
-    }
-}
-
-/// The committed offsets of one consumer group, whatever the backend. The group coordinator
-/// reads and writes offsets only through this; the embedded backend keeps them in memory, a
-/// persistent backend writes each change through before the commit is answered.
-pub enum GroupOffsets<V> {
-    Memory(std::collections::BTreeMap<(String, i32), V>),
-}
-
-impl<V> Default for GroupOffsets<V> {
-    fn default() -> Self {
-        GroupOffsets::Memory(std::collections::BTreeMap::new())
-    }
-}
-
-impl<V> GroupOffsets<V> {
-    pub fn get(&self, topic: &str, partition: i32) -> Option<&V> {
-        match self {
-            GroupOffsets::Memory(m) => m.get(&(topic.to_string(), partition)),
-        }
-    }
-
-    pub fn insert(&mut self, topic: &str, partition: i32, value: V) {
-        match self {
-            GroupOffsets::Memory(m) => {
-                m.insert((topic.to_string(), partition), value);
-            }
-        }
-    }
-
-    pub fn remove(&mut self, topic: &str, partition: i32) {
-        match self {
-            GroupOffsets::Memory(m) => {
-                m.remove(&(topic.to_string(), partition));
-            }
-        }
-    }
-
-    pub fn retain(&mut self, keep: impl FnMut(&(String, i32), &mut V) -> bool) {
-        match self {
-            GroupOffsets::Memory(m) => m.retain(keep),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        match self {
-            GroupOffsets::Memory(m) => m.is_empty(),
-        }
-    }
-
-    /// Every (topic, partition) and its value, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&(String, i32), &V)> {
-        match self {
-            GroupOffsets::Memory(m) => m.iter(),
-        }
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     //! Conformance scenarios every backend must pass.
     use super::*;
+    use crate::error::ErrorCode;
     use crate::protocol::batch;
 
     pub fn batch_at(base: i64, n: usize, ts: i64) -> AppendBatch {
@@ -230,8 +79,8 @@ pub(crate) mod tests {
         }
     }
 
-    fn logs() -> Vec<PartitionLog> {
-        vec![PartitionLog::new_memory(LogConfig {
+    fn logs() -> Vec<memory::MemoryLog> {
+        vec![memory::MemoryLog::new(LogConfig {
             retention_bytes: -1,
             retention_ms: -1,
         })]
@@ -242,7 +91,7 @@ pub(crate) mod tests {
         for mut log in logs() {
             let b = batch_at(0, 3, 1000);
             let bytes = b.data.clone();
-            let a = log.append(vec![b], 0).unwrap();
+            let a = log.append(vec![b], 0);
             assert_eq!(a.base_offset, 0);
             assert_eq!(log.next_offset(), 3);
             let r = log.read(0, 1 << 20, true).unwrap();
@@ -262,8 +111,8 @@ pub(crate) mod tests {
     #[test]
     fn max_bytes_is_respected_but_one_batch_always_comes() {
         for mut log in logs() {
-            log.append(vec![batch_at(0, 2, 0)], 0).unwrap();
-            log.append(vec![batch_at(2, 2, 0)], 0).unwrap();
+            log.append(vec![batch_at(0, 2, 0)], 0);
+            log.append(vec![batch_at(2, 2, 0)], 0);
             let r = log.read(0, 1, true).unwrap();
             assert_eq!(r.batches.len(), 1);
             let r = log.read(0, 1, false).unwrap();
@@ -276,8 +125,8 @@ pub(crate) mod tests {
     #[test]
     fn list_offsets_by_time() {
         for mut log in logs() {
-            log.append(vec![batch_at(0, 3, 100)], 0).unwrap(); // ts 100,101,102
-            log.append(vec![batch_at(3, 3, 200)], 0).unwrap(); // ts 200,201,202
+            log.append(vec![batch_at(0, 3, 100)], 0); // ts 100,101,102
+            log.append(vec![batch_at(3, 3, 200)], 0); // ts 200,201,202
             assert_eq!(log.list_offset(EARLIEST_TIMESTAMP).unwrap().offset, 0);
             assert_eq!(log.list_offset(LATEST_TIMESTAMP).unwrap().offset, 6);
             assert_eq!(
@@ -300,30 +149,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn group_offsets_round_trip() {
-        // One backend today; each new one gets its own constructor here.
-        let backends: Vec<fn() -> GroupOffsets<i64>> = vec![GroupOffsets::default];
-        for make in backends {
-            let mut o = make();
-            assert!(o.is_empty());
-            o.insert("t", 1, 10);
-            o.insert("t", 0, 5);
-            o.insert("t", 1, 11);
-            assert_eq!(o.get("t", 1), Some(&11));
-            assert_eq!(o.get("u", 1), None);
-            let keys: Vec<_> = o.iter().map(|(k, v)| (k.1, *v)).collect();
-            assert_eq!(keys, vec![(0, 5), (1, 11)]);
-            o.remove("t", 0);
-            o.retain(|_, v| *v > 100);
-            assert!(o.is_empty());
-        }
-    }
-
-    #[test]
     fn retention_and_delete_records_advance_log_start() {
         for mut log in logs() {
             for i in 0..10 {
-                log.append(vec![batch_at(i * 2, 2, 0)], 0).unwrap();
+                log.append(vec![batch_at(i * 2, 2, 0)], 0);
             }
             let one = log.size_bytes() / 10;
             log.set_config(LogConfig {

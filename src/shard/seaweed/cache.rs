@@ -1,14 +1,14 @@
 //! The owning shard's view of a partition stored in SeaweedMQ: what it knows of the offsets,
 //! and a bounded cache of the batches kelp itself published, so that tailing consumers are
 //! served without a gRPC round trip. The log itself lives in SeaweedMQ; the async calls to it
-//! are made by the shard (`crate::shard`), never from here.
+//! are made by the shard (`super::read`), never from here.
 
-use super::ReadResult;
 use crate::protocol::batch;
+use crate::storage::ReadResult;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
-pub struct SeaweedLog {
+pub struct SeaweedCache {
     /// Stamped batches at consecutive offsets, oldest first.
     cache: VecDeque<Bytes>,
     cache_bytes: usize,
@@ -28,9 +28,9 @@ pub struct SeaweedLog {
     stash_bytes: usize,
 }
 
-impl SeaweedLog {
+impl SeaweedCache {
     pub fn new(cache_limit: usize) -> Self {
-        SeaweedLog {
+        SeaweedCache {
             cache: VecDeque::new(),
             cache_bytes: 0,
             cache_limit,
@@ -52,6 +52,7 @@ impl SeaweedLog {
         self.log_start
     }
 
+    #[cfg(test)]
     pub fn cached_bytes(&self) -> usize {
         self.cache_bytes
     }
@@ -176,14 +177,14 @@ mod tests {
         batch::stamp(&build_batch(&recs, 0), base, None)
     }
 
-    fn done(log: &mut SeaweedLog, b: Bytes, n: i64) {
+    fn done(log: &mut SeaweedCache, b: Bytes, n: i64) {
         log.publish_started();
         log.publish_done(Some((b, n)));
     }
 
     #[test]
     fn answers_out_of_order_still_build_the_cache_in_order() {
-        let mut log = SeaweedLog::new(1 << 20);
+        let mut log = SeaweedCache::new(1 << 20);
         log.publish_started();
         log.publish_started();
         log.publish_started();
@@ -215,7 +216,7 @@ mod tests {
 
     #[test]
     fn serves_consecutive_batches_and_restarts_on_a_gap() {
-        let mut log = SeaweedLog::new(1 << 20);
+        let mut log = SeaweedCache::new(1 << 20);
         assert!(log.read_cached(0, 1 << 20, true).is_none());
         done(&mut log, stamped(10, 2), 2);
         done(&mut log, stamped(12, 3), 3);
@@ -237,7 +238,7 @@ mod tests {
     #[test]
     fn stays_within_its_byte_limit_and_the_log_start() {
         let one = stamped(0, 1).len();
-        let mut log = SeaweedLog::new(one * 3);
+        let mut log = SeaweedCache::new(one * 3);
         for i in 0..10 {
             done(&mut log, stamped(i, 1), 1);
         }

@@ -7,32 +7,13 @@
 //! Requests that must wait (JoinGroup until the rebalance completes, SyncGroup until the leader
 //! sends the assignment) get a oneshot receiver; the coordinator completes it later.
 
-use crate::storage::GroupOffsets;
+use super::{FetchedOffsets, PartitionOffset};
+use crate::error::ErrorCode;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use indexmap::IndexMap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
-
-/// Kafka error codes the coordinator answers with.
-pub mod codes {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const INVALID_GROUP_ID: i16 = 24;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const NON_EMPTY_GROUP: i16 = 68;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
-    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
-    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-}
 
 /// Settings of the coordinator (from flags and named limits).
 #[derive(Debug, Clone)]
@@ -67,7 +48,7 @@ impl GroupState {
 /// What a JoinGroup is answered with.
 #[derive(Debug, Clone, Default)]
 pub struct JoinResult {
-    pub error: i16,
+    pub error: ErrorCode,
     pub generation_id: i32,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
@@ -79,7 +60,7 @@ pub struct JoinResult {
 }
 
 impl JoinResult {
-    fn error(error: i16, member_id: &str) -> Self {
+    pub(crate) fn error(error: ErrorCode, member_id: &str) -> Self {
         JoinResult {
             error,
             generation_id: -1,
@@ -91,14 +72,14 @@ impl JoinResult {
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncResult {
-    pub error: i16,
+    pub error: ErrorCode,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub assignment: Bytes,
 }
 
 impl SyncResult {
-    fn error(error: i16) -> Self {
+    pub(crate) fn error(error: ErrorCode) -> Self {
         SyncResult {
             error,
             ..Default::default()
@@ -175,8 +156,10 @@ pub struct Group {
     /// During the initial delay: when the delay ends and how far it may be pushed back.
     initial_delay_end: Option<Instant>,
     initial_delay_limit: Option<Instant>,
-    /// Committed offsets, through the storage seam.
-    pub offsets: GroupOffsets<CommittedOffset>,
+    /// Committed offsets by (topic, partition). This table is the coordinator's answer on both
+    /// backends; on SeaweedMQ a commit is written there first (`shard::seaweed::offsets`) and
+    /// replayed into this table at start.
+    pub offsets: BTreeMap<(String, i32), CommittedOffset>,
     empty_since: Option<Instant>,
 }
 
@@ -194,7 +177,7 @@ impl Group {
             rebalance_deadline: None,
             initial_delay_end: None,
             initial_delay_limit: None,
-            offsets: GroupOffsets::default(),
+            offsets: BTreeMap::new(),
             empty_since: Some(now),
         }
     }
@@ -308,13 +291,13 @@ impl Coordinator {
 
     pub fn join(&mut self, a: JoinArgs, now: Instant) -> Pending<JoinResult> {
         if a.group_id.is_empty() {
-            return Pending::Now(JoinResult::error(codes::INVALID_GROUP_ID, &a.member_id));
+            return Pending::Now(JoinResult::error(ErrorCode::InvalidGroupId, &a.member_id));
         }
         if a.session_timeout_ms < self.config.min_session_timeout_ms
             || a.session_timeout_ms > self.config.max_session_timeout_ms
         {
             return Pending::Now(JoinResult::error(
-                codes::INVALID_SESSION_TIMEOUT,
+                ErrorCode::InvalidSessionTimeout,
                 &a.member_id,
             ));
         }
@@ -325,7 +308,7 @@ impl Coordinator {
             .or_insert_with(|| Group::new(now));
         if !group.supports(&a.protocol_type, &a.protocols) {
             return Pending::Now(JoinResult::error(
-                codes::INCONSISTENT_GROUP_PROTOCOL,
+                ErrorCode::InconsistentGroupProtocol,
                 &a.member_id,
             ));
         }
@@ -342,10 +325,10 @@ impl Coordinator {
                     new_id.clone(),
                     now + Duration::from_millis(a.session_timeout_ms as u64),
                 );
-                return Pending::Now(JoinResult::error(codes::MEMBER_ID_REQUIRED, &new_id));
+                return Pending::Now(JoinResult::error(ErrorCode::MemberIdRequired, &new_id));
             }
             if group.members.len() >= config.max_members {
-                return Pending::Now(JoinResult::error(codes::GROUP_MAX_SIZE_REACHED, ""));
+                return Pending::Now(JoinResult::error(ErrorCode::GroupMaxSizeReached, ""));
             }
             return Self::add_member_and_rebalance(group, &config, new_id, a, now);
         }
@@ -354,7 +337,7 @@ impl Coordinator {
             if let Some(known) = group.static_members.get(instance) {
                 if *known != a.member_id {
                     return Pending::Now(JoinResult::error(
-                        codes::FENCED_INSTANCE_ID,
+                        ErrorCode::FencedInstanceId,
                         &a.member_id,
                     ));
                 }
@@ -364,14 +347,14 @@ impl Coordinator {
             if group.pending_members.remove(&a.member_id).is_some() {
                 if group.members.len() >= config.max_members {
                     return Pending::Now(JoinResult::error(
-                        codes::GROUP_MAX_SIZE_REACHED,
+                        ErrorCode::GroupMaxSizeReached,
                         &a.member_id,
                     ));
                 }
                 let id = a.member_id.clone();
                 return Self::add_member_and_rebalance(group, &config, id, a, now);
             }
-            return Pending::Now(JoinResult::error(codes::UNKNOWN_MEMBER_ID, &a.member_id));
+            return Pending::Now(JoinResult::error(ErrorCode::UnknownMemberId, &a.member_id));
         }
         // A known member rejoins.
         let (tx, rx) = oneshot::channel();
@@ -385,7 +368,7 @@ impl Coordinator {
         match group.state {
             GroupState::PreparingRebalance => {
                 if let Some(old) = member.join_waiter.replace(tx) {
-                    let _ = old.send(JoinResult::error(codes::UNKNOWN_MEMBER_ID, &a.member_id));
+                    let _ = old.send(JoinResult::error(ErrorCode::UnknownMemberId, &a.member_id));
                 }
                 Self::try_complete_join(group, now);
                 Pending::Later(rx)
@@ -461,13 +444,13 @@ impl Coordinator {
         now: Instant,
     ) -> Pending<JoinResult> {
         let Some((index, _, mut member)) = group.members.shift_remove_full(old_id) else {
-            return Pending::Now(JoinResult::error(codes::UNKNOWN_MEMBER_ID, ""));
+            return Pending::Now(JoinResult::error(ErrorCode::UnknownMemberId, ""));
         };
         if let Some(w) = member.join_waiter.take() {
-            let _ = w.send(JoinResult::error(codes::FENCED_INSTANCE_ID, old_id));
+            let _ = w.send(JoinResult::error(ErrorCode::FencedInstanceId, old_id));
         }
         if let Some(w) = member.sync_waiter.take() {
-            let _ = w.send(SyncResult::error(codes::FENCED_INSTANCE_ID));
+            let _ = w.send(SyncResult::error(ErrorCode::FencedInstanceId));
         }
         member.last_heartbeat = now;
         member.session_timeout = Duration::from_millis(a.session_timeout_ms as u64);
@@ -529,7 +512,7 @@ impl Coordinator {
             Vec::new()
         };
         JoinResult {
-            error: codes::NONE,
+            error: ErrorCode::None,
             generation_id: group.generation_id,
             protocol_type: group.protocol_type.clone(),
             protocol_name: group.protocol_name.clone(),
@@ -544,7 +527,7 @@ impl Coordinator {
         // Members waiting for an assignment of the old generation must rejoin.
         for m in group.members.values_mut() {
             if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(SyncResult::error(codes::REBALANCE_IN_PROGRESS));
+                let _ = w.send(SyncResult::error(ErrorCode::RebalanceInProgress));
             }
         }
         let was_empty = group.state == GroupState::Empty;
@@ -620,10 +603,10 @@ impl Coordinator {
     fn remove_member(group: &mut Group, id: &str) {
         if let Some(mut m) = group.members.shift_remove(id) {
             if let Some(w) = m.join_waiter.take() {
-                let _ = w.send(JoinResult::error(codes::UNKNOWN_MEMBER_ID, id));
+                let _ = w.send(JoinResult::error(ErrorCode::UnknownMemberId, id));
             }
             if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(SyncResult::error(codes::UNKNOWN_MEMBER_ID));
+                let _ = w.send(SyncResult::error(ErrorCode::UnknownMemberId));
             }
             if let Some(instance) = &m.group_instance_id {
                 if group.static_members.get(instance).map(String::as_str) == Some(id) {
@@ -661,19 +644,19 @@ impl Coordinator {
         member_id: &str,
         instance: Option<&str>,
         generation: i32,
-    ) -> Result<(), i16> {
+    ) -> Result<(), ErrorCode> {
         if let Some(instance) = instance {
             if let Some(known) = group.static_members.get(instance) {
                 if known != member_id {
-                    return Err(codes::FENCED_INSTANCE_ID);
+                    return Err(ErrorCode::FencedInstanceId);
                 }
             }
         }
         if !group.members.contains_key(member_id) {
-            return Err(codes::UNKNOWN_MEMBER_ID);
+            return Err(ErrorCode::UnknownMemberId);
         }
         if generation != group.generation_id {
-            return Err(codes::ILLEGAL_GENERATION);
+            return Err(ErrorCode::IllegalGeneration);
         }
         Ok(())
     }
@@ -691,7 +674,7 @@ impl Coordinator {
         now: Instant,
     ) -> Pending<SyncResult> {
         let Some(group) = self.groups.get_mut(group_id) else {
-            return Pending::Now(SyncResult::error(codes::UNKNOWN_MEMBER_ID));
+            return Pending::Now(SyncResult::error(ErrorCode::UnknownMemberId));
         };
         if let Err(e) = Self::check_member(group, member_id, instance, generation) {
             return Pending::Now(SyncResult::error(e));
@@ -699,18 +682,18 @@ impl Coordinator {
         if protocol_type.is_some_and(|t| Some(t) != group.protocol_type.as_deref())
             || protocol_name.is_some_and(|n| Some(n) != group.protocol_name.as_deref())
         {
-            return Pending::Now(SyncResult::error(codes::INCONSISTENT_GROUP_PROTOCOL));
+            return Pending::Now(SyncResult::error(ErrorCode::InconsistentGroupProtocol));
         }
         let ok = |g: &Group, assignment: Bytes| SyncResult {
-            error: codes::NONE,
+            error: ErrorCode::None,
             protocol_type: g.protocol_type.clone(),
             protocol_name: g.protocol_name.clone(),
             assignment,
         };
         match group.state {
-            GroupState::Empty => Pending::Now(SyncResult::error(codes::UNKNOWN_MEMBER_ID)),
+            GroupState::Empty => Pending::Now(SyncResult::error(ErrorCode::UnknownMemberId)),
             GroupState::PreparingRebalance => {
-                Pending::Now(SyncResult::error(codes::REBALANCE_IN_PROGRESS))
+                Pending::Now(SyncResult::error(ErrorCode::RebalanceInProgress))
             }
             GroupState::Stable => {
                 let a = group.members[member_id].assignment.clone();
@@ -722,7 +705,7 @@ impl Coordinator {
                     let m = group.members.get_mut(member_id).expect("checked");
                     m.last_heartbeat = now;
                     if let Some(old) = m.sync_waiter.replace(tx) {
-                        let _ = old.send(SyncResult::error(codes::UNKNOWN_MEMBER_ID));
+                        let _ = old.send(SyncResult::error(ErrorCode::UnknownMemberId));
                     }
                 }
                 if group.leader.as_deref() == Some(member_id) {
@@ -750,9 +733,9 @@ impl Coordinator {
         instance: Option<&str>,
         generation: i32,
         now: Instant,
-    ) -> i16 {
+    ) -> ErrorCode {
         let Some(group) = self.groups.get_mut(group_id) else {
-            return codes::UNKNOWN_MEMBER_ID;
+            return ErrorCode::UnknownMemberId;
         };
         if let Some(instance) = instance {
             if group
@@ -760,20 +743,20 @@ impl Coordinator {
                 .get(instance)
                 .is_some_and(|k| k != member_id)
             {
-                return codes::FENCED_INSTANCE_ID;
+                return ErrorCode::FencedInstanceId;
             }
         }
         let Some(m) = group.members.get_mut(member_id) else {
-            return codes::UNKNOWN_MEMBER_ID;
+            return ErrorCode::UnknownMemberId;
         };
         m.last_heartbeat = now;
         if generation != group.generation_id {
-            return codes::ILLEGAL_GENERATION;
+            return ErrorCode::IllegalGeneration;
         }
         match group.state {
-            GroupState::PreparingRebalance => codes::REBALANCE_IN_PROGRESS,
-            GroupState::Empty => codes::UNKNOWN_MEMBER_ID,
-            _ => codes::NONE,
+            GroupState::PreparingRebalance => ErrorCode::RebalanceInProgress,
+            GroupState::Empty => ErrorCode::UnknownMemberId,
+            _ => ErrorCode::None,
         }
     }
 
@@ -783,10 +766,10 @@ impl Coordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
         now: Instant,
-    ) -> Result<Vec<i16>, i16> {
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
         let config = self.config.clone();
         let Some(group) = self.groups.get_mut(group_id) else {
-            return Err(codes::UNKNOWN_MEMBER_ID);
+            return Err(ErrorCode::UnknownMemberId);
         };
         let mut out = Vec::with_capacity(members.len());
         for (member_id, instance) in members {
@@ -794,11 +777,11 @@ impl Coordinator {
                 Some(inst) => match group.static_members.get(inst) {
                     Some(known) if member_id.is_empty() || known == member_id => known.clone(),
                     Some(_) => {
-                        out.push(codes::FENCED_INSTANCE_ID);
+                        out.push(ErrorCode::FencedInstanceId);
                         continue;
                     }
                     None => {
-                        out.push(codes::UNKNOWN_MEMBER_ID);
+                        out.push(ErrorCode::UnknownMemberId);
                         continue;
                     }
                 },
@@ -806,12 +789,12 @@ impl Coordinator {
             };
             if group.members.contains_key(&id) {
                 Self::member_gone(group, &config, &id, now);
-                out.push(codes::NONE);
+                out.push(ErrorCode::None);
             } else if group.pending_members.remove(&id).is_some() {
                 Self::try_complete_join(group, now);
-                out.push(codes::NONE);
+                out.push(ErrorCode::None);
             } else {
-                out.push(codes::UNKNOWN_MEMBER_ID);
+                out.push(ErrorCode::UnknownMemberId);
             }
         }
         Ok(out)
@@ -825,7 +808,7 @@ impl Coordinator {
         instance: Option<&str>,
         generation: i32,
         now: Instant,
-    ) -> Result<(), i16> {
+    ) -> Result<(), ErrorCode> {
         let group = self
             .groups
             .entry(group_id.to_string())
@@ -836,7 +819,7 @@ impl Coordinator {
             return if group.state == GroupState::Empty {
                 Ok(())
             } else {
-                Err(codes::UNKNOWN_MEMBER_ID)
+                Err(ErrorCode::UnknownMemberId)
             };
         }
         Self::check_member(group, member_id, instance, generation)?;
@@ -850,8 +833,8 @@ impl Coordinator {
                 }
                 Ok(())
             }
-            GroupState::CompletingRebalance => Err(codes::REBALANCE_IN_PROGRESS),
-            GroupState::Empty => Err(codes::UNKNOWN_MEMBER_ID),
+            GroupState::CompletingRebalance => Err(ErrorCode::RebalanceInProgress),
+            GroupState::Empty => Err(ErrorCode::UnknownMemberId),
         }
     }
 
@@ -861,18 +844,18 @@ impl Coordinator {
         topic: &str,
         partition: i32,
         offset: CommittedOffset,
-    ) -> i16 {
+    ) -> ErrorCode {
         if offset
             .metadata
             .as_ref()
             .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes)
         {
-            return codes::OFFSET_METADATA_TOO_LARGE;
+            return ErrorCode::OffsetMetadataTooLarge;
         }
         if let Some(g) = self.groups.get_mut(group_id) {
-            g.offsets.insert(topic, partition, offset);
+            g.offsets.insert((topic.to_string(), partition), offset);
         }
-        codes::NONE
+        ErrorCode::None
     }
 
     /// Stores an offset whether or not the group exists yet (a replayed or already checked
@@ -884,7 +867,7 @@ impl Coordinator {
         partition: i32,
         offset: CommittedOffset,
         now: Instant,
-    ) -> i16 {
+    ) -> ErrorCode {
         self.groups
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(now));
@@ -898,7 +881,7 @@ impl Coordinator {
         group_id: &str,
         offsets: Vec<(String, i32, i64, i32, Option<String>)>,
         now: Instant,
-    ) -> Vec<i16> {
+    ) -> Vec<ErrorCode> {
         offsets
             .into_iter()
             .map(|(t, p, offset, leader_epoch, metadata)| {
@@ -927,7 +910,7 @@ impl Coordinator {
     pub fn offset_keys(&self, group_id: &str) -> Vec<(String, i32)> {
         self.groups
             .get(group_id)
-            .map(|g| g.offsets.iter().map(|(k, _)| k.clone()).collect())
+            .map(|g| g.offsets.keys().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -937,17 +920,56 @@ impl Coordinator {
         topic: &str,
         partition: i32,
     ) -> Option<&CommittedOffset> {
-        self.groups.get(group_id)?.offsets.get(topic, partition)
+        self.groups
+            .get(group_id)?
+            .offsets
+            .get(&(topic.to_string(), partition))
+    }
+
+    /// OffsetFetch: the asked partitions (-1 where nothing is committed), or with `None` every
+    /// committed offset of the group, by topic.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> FetchedOffsets {
+        let Some(topics) = topics else {
+            let mut by_topic: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
+            if let Some(g) = self.groups.get(group_id) {
+                for ((t, p), o) in &g.offsets {
+                    by_topic.entry(t.clone()).or_default().push((
+                        *p,
+                        o.offset,
+                        o.leader_epoch,
+                        o.metadata.clone(),
+                    ));
+                }
+            }
+            return by_topic.into_iter().collect();
+        };
+        topics
+            .into_iter()
+            .map(|(t, parts)| {
+                let rows = parts
+                    .into_iter()
+                    .map(|p| match self.committed(group_id, &t, p) {
+                        Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone()),
+                        None => (p, -1, -1, None),
+                    })
+                    .collect();
+                (t, rows)
+            })
+            .collect()
     }
 
     /// Deletes an empty group and its offsets.
-    pub fn delete_group(&mut self, group_id: &str) -> i16 {
+    pub fn delete_group(&mut self, group_id: &str) -> ErrorCode {
         match self.groups.get(group_id) {
-            None => codes::GROUP_ID_NOT_FOUND,
-            Some(g) if g.state != GroupState::Empty => codes::NON_EMPTY_GROUP,
+            None => ErrorCode::GroupIdNotFound,
+            Some(g) if g.state != GroupState::Empty => ErrorCode::NonEmptyGroup,
             Some(_) => {
                 self.groups.remove(group_id);
-                codes::NONE
+                ErrorCode::None
             }
         }
     }
@@ -957,9 +979,9 @@ impl Coordinator {
         &mut self,
         group_id: &str,
         parts: &[(String, i32)],
-    ) -> Result<Vec<i16>, i16> {
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
         let Some(g) = self.groups.get_mut(group_id) else {
-            return Err(codes::GROUP_ID_NOT_FOUND);
+            return Err(ErrorCode::GroupIdNotFound);
         };
         let subscribed = if g.state == GroupState::Empty {
             Some(HashSet::new())
@@ -969,11 +991,11 @@ impl Coordinator {
         Ok(parts
             .iter()
             .map(|(t, p)| match &subscribed {
-                Some(s) if s.contains(t) => codes::GROUP_SUBSCRIBED_TO_TOPIC,
-                None => codes::GROUP_SUBSCRIBED_TO_TOPIC,
+                Some(s) if s.contains(t) => ErrorCode::GroupSubscribedToTopic,
+                None => ErrorCode::GroupSubscribedToTopic,
                 Some(_) => {
-                    g.offsets.remove(t, *p);
-                    codes::NONE
+                    g.offsets.remove(&(t.clone(), *p));
+                    ErrorCode::None
                 }
             })
             .collect())
@@ -1128,7 +1150,7 @@ mod tests {
     /// Joins a new dynamic member through MEMBER_ID_REQUIRED; returns its id and receiver.
     fn join_new(c: &mut Coordinator, now: Instant) -> (String, oneshot::Receiver<JoinResult>) {
         let r = now_result(c.join(args("", None), now));
-        assert_eq!(r.error, codes::MEMBER_ID_REQUIRED);
+        assert_eq!(r.error, ErrorCode::MemberIdRequired);
         let rx = later(c.join(args(&r.member_id, None), now));
         (r.member_id, rx)
     }
@@ -1142,7 +1164,7 @@ mod tests {
         let ja = ra.try_recv().unwrap().unwrap();
         assert_eq!(
             (ja.error, ja.generation_id, ja.leader.clone()),
-            (0, 1, a.clone())
+            (ErrorCode::None, 1, a.clone())
         );
         assert_eq!(ja.members.len(), 1);
         let sa = later(c.sync(
@@ -1162,7 +1184,7 @@ mod tests {
         assert!(rb.try_recv().unwrap().is_none());
         assert_eq!(
             c.heartbeat("g", &a, None, 1, t0),
-            codes::REBALANCE_IN_PROGRESS
+            ErrorCode::RebalanceInProgress
         );
         let mut ra = later(c.join(args(&a, None), t0));
         let ja = ra.try_recv().unwrap().unwrap();
@@ -1186,15 +1208,18 @@ mod tests {
         ));
         assert_eq!(&sb.try_recv().unwrap().unwrap().assignment[..], b"B2");
         assert_eq!(&sa.try_recv().unwrap().unwrap().assignment[..], b"A2");
-        assert_eq!(c.heartbeat("g", &b, None, 1, t0), codes::ILLEGAL_GENERATION);
+        assert_eq!(
+            c.heartbeat("g", &b, None, 1, t0),
+            ErrorCode::IllegalGeneration
+        );
         // b leaves: a must rejoin alone.
         assert_eq!(
             c.leave("g", &[(b.clone(), None)], t0).unwrap(),
-            vec![codes::NONE]
+            vec![ErrorCode::None]
         );
         assert_eq!(
             c.heartbeat("g", &a, None, 2, t0),
-            codes::REBALANCE_IN_PROGRESS
+            ErrorCode::RebalanceInProgress
         );
         let mut ra = later(c.join(args(&a, None), t0));
         assert_eq!(ra.try_recv().unwrap().unwrap().generation_id, 3);
@@ -1216,10 +1241,13 @@ mod tests {
         assert_eq!(ja.leader, a);
         let t1 = t0 + Duration::from_millis(3001);
         let mut sa = later(c.sync("g", &a, None, 1, None, None, vec![], t1));
-        assert_eq!(sa.try_recv().unwrap().unwrap().error, codes::NONE);
+        assert_eq!(sa.try_recv().unwrap().unwrap().error, ErrorCode::None);
         c.tick(t1 + Duration::from_millis(10_001));
         assert_eq!(c.groups["g"].state, GroupState::Empty);
-        assert_eq!(c.heartbeat("g", &a, None, 1, t1), codes::UNKNOWN_MEMBER_ID);
+        assert_eq!(
+            c.heartbeat("g", &a, None, 1, t1),
+            ErrorCode::UnknownMemberId
+        );
     }
 
     #[test]
@@ -1239,16 +1267,16 @@ mod tests {
             vec![(old.clone(), Bytes::from_static(b"X"))],
             t0,
         ));
-        assert_eq!(s.try_recv().unwrap().unwrap().error, 0);
+        assert_eq!(s.try_recv().unwrap().unwrap().error, ErrorCode::None);
         // Restart: a new process joins with the same instance id and no member id.
         let j2 = now_result(c.join(args("", Some("i1")), t0));
-        assert_eq!((j2.error, j2.generation_id), (codes::NONE, 1));
+        assert_eq!((j2.error, j2.generation_id), (ErrorCode::None, 1));
         assert!(j2.skip_assignment);
         assert_ne!(j2.member_id, old);
         assert_eq!(c.groups["g"].state, GroupState::Stable);
         assert_eq!(
             c.heartbeat("g", &old, Some("i1"), 1, t0),
-            codes::FENCED_INSTANCE_ID
+            ErrorCode::FencedInstanceId
         );
         let s2 = now_result(c.sync("g", &j2.member_id, Some("i1"), 1, None, None, vec![], t0));
         assert_eq!(&s2.assignment[..], b"X");
@@ -1263,21 +1291,21 @@ mod tests {
         let mut r1 = later(c.join(args("", Some("i1")), t0));
         let a = r1.try_recv().unwrap().unwrap().member_id;
         let mut sa = later(c.sync("g", &a, Some("i1"), 1, None, None, vec![], t0));
-        assert_eq!(sa.try_recv().unwrap().unwrap().error, 0);
+        assert_eq!(sa.try_recv().unwrap().unwrap().error, ErrorCode::None);
         let (b, mut rb) = join_new(&mut c, t0);
         let mut ra = later(c.join(args(&a, Some("i1")), t0));
         assert_eq!(rb.try_recv().unwrap().unwrap().generation_id, 2);
         assert_eq!(ra.try_recv().unwrap().unwrap().generation_id, 2);
         let mut sb = later(c.sync("g", &b, None, 2, None, None, vec![], t0));
         let mut sa = later(c.sync("g", &a, Some("i1"), 2, None, None, vec![], t0));
-        assert_eq!(sa.try_recv().unwrap().unwrap().error, 0);
-        assert_eq!(sb.try_recv().unwrap().unwrap().error, 0);
+        assert_eq!(sa.try_recv().unwrap().unwrap().error, ErrorCode::None);
+        assert_eq!(sb.try_recv().unwrap().unwrap().error, ErrorCode::None);
         let mut restart = args("", Some("i1"));
         restart.protocols = vec![("range".into(), Bytes::from_static(b"fresh"))];
         let j = now_result(c.join(restart, t0));
-        assert_eq!((j.error, j.generation_id), (codes::NONE, 2));
+        assert_eq!((j.error, j.generation_id), (ErrorCode::None, 2));
         assert_eq!(c.groups["g"].state, GroupState::Stable);
-        assert_eq!(c.heartbeat("g", &b, None, 2, t0), codes::NONE);
+        assert_eq!(c.heartbeat("g", &b, None, 2, t0), ErrorCode::None);
         // A change of the protocol the group would select does rebalance.
         let mut other = args("", Some("i1"));
         other.protocols = vec![
@@ -1288,7 +1316,7 @@ mod tests {
         let mut r = later(c2.join(args("", Some("i1")), t0));
         let x = r.try_recv().unwrap().unwrap().member_id;
         let mut sx = later(c2.sync("g", &x, Some("i1"), 1, None, None, vec![], t0));
-        assert_eq!(sx.try_recv().unwrap().unwrap().error, 0);
+        assert_eq!(sx.try_recv().unwrap().unwrap().error, ErrorCode::None);
         let mut rr = later(c2.join(other, t0));
         let j = rr.try_recv().unwrap().unwrap();
         assert_eq!(
@@ -1304,7 +1332,7 @@ mod tests {
         let mut rx = later(c.join(args("", Some("i1")), t0));
         let old = rx.try_recv().unwrap().unwrap().member_id;
         let mut s = later(c.sync("g", &old, Some("i1"), 1, None, None, vec![], t0));
-        assert_eq!(s.try_recv().unwrap().unwrap().error, 0);
+        assert_eq!(s.try_recv().unwrap().unwrap().error, ErrorCode::None);
         // A second member starts a rebalance; then the static member restarts.
         let (b, mut rb) = join_new(&mut c, t0);
         let mut r2 = later(c.join(args("", Some("i1")), t0));
@@ -1327,19 +1355,19 @@ mod tests {
         other.protocols = vec![("roundrobin".into(), Bytes::new())];
         assert_eq!(
             now_result(c.join(other, t0)).error,
-            codes::INCONSISTENT_GROUP_PROTOCOL
+            ErrorCode::InconsistentGroupProtocol
         );
         assert_eq!(
             c.check_commit("g", "", None, -1, t0),
-            Err(codes::UNKNOWN_MEMBER_ID)
+            Err(ErrorCode::UnknownMemberId)
         );
         assert_eq!(
             c.check_commit("g", &a, None, 7, t0),
-            Err(codes::ILLEGAL_GENERATION)
+            Err(ErrorCode::IllegalGeneration)
         );
         assert_eq!(
             c.check_commit("g", &a, None, 1, t0),
-            Err(codes::REBALANCE_IN_PROGRESS)
+            Err(ErrorCode::RebalanceInProgress)
         );
         // A simple consumer commits to a group with no members.
         assert_eq!(c.check_commit("solo", "", None, -1, t0), Ok(()));
@@ -1349,192 +1377,10 @@ mod tests {
             metadata: Some("m".into()),
             commit_time: t0,
         };
-        assert_eq!(c.store_offset("solo", "t", 0, off.clone()), codes::NONE);
+        assert_eq!(c.store_offset("solo", "t", 0, off.clone()), ErrorCode::None);
         assert_eq!(c.committed("solo", "t", 0), Some(&off));
-        assert_eq!(c.delete_group("g"), codes::NON_EMPTY_GROUP);
-        assert_eq!(c.delete_group("solo"), codes::NONE);
+        assert_eq!(c.delete_group("g"), ErrorCode::NonEmptyGroup);
+        assert_eq!(c.delete_group("solo"), ErrorCode::None);
         assert!(c.committed("solo", "t", 0).is_none());
-    }
-}
-
-/// A group request addressed to the group's owning shard.
-#[derive(Debug)]
-pub enum GroupOp {
-    Join(JoinArgs),
-    Sync {
-        group: String,
-        member: String,
-        instance: Option<String>,
-        generation: i32,
-        protocol_type: Option<String>,
-        protocol_name: Option<String>,
-        assignments: Vec<(String, Bytes)>,
-    },
-    Heartbeat {
-        group: String,
-        member: String,
-        instance: Option<String>,
-        generation: i32,
-    },
-    Leave {
-        group: String,
-        members: Vec<(String, Option<String>)>,
-    },
-    /// (topic, partition, offset, leader epoch, metadata) to store.
-    Commit {
-        group: String,
-        member: String,
-        instance: Option<String>,
-        generation: i32,
-        offsets: Vec<(String, i32, i64, i32, Option<String>)>,
-    },
-    /// `None` asks for every committed offset of the group.
-    FetchOffsets {
-        group: String,
-        topics: Option<Vec<(String, Vec<i32>)>>,
-    },
-    Describe {
-        group: String,
-    },
-    List,
-    Delete {
-        group: String,
-    },
-    DeleteOffsets {
-        group: String,
-        parts: Vec<(String, i32)>,
-    },
-}
-
-/// (partition, offset, leader epoch, metadata) as OffsetFetch reports them.
-pub type PartitionOffset = (i32, i64, i32, Option<String>);
-/// Committed offsets by topic.
-pub type FetchedOffsets = Vec<(String, Vec<PartitionOffset>)>;
-
-pub enum GroupReply {
-    Join(JoinResult),
-    Sync(SyncResult),
-    Code(i16),
-    Codes(Result<Vec<i16>, i16>),
-    Offsets(FetchedOffsets),
-    Describe(Option<GroupDescription>),
-    List(Vec<(String, String, GroupState)>),
-}
-
-impl std::fmt::Debug for GroupReply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("GroupReply")
-    }
-}
-
-/// Runs a group op against the owning shard's coordinator, waiting where the protocol waits.
-pub async fn apply(coordinator: &std::cell::RefCell<Coordinator>, op: GroupOp) -> GroupReply {
-    let now = Instant::now();
-    match op {
-        GroupOp::Join(a) => {
-            let member = a.member_id.clone();
-            let pending = coordinator.borrow_mut().join(a, now);
-            GroupReply::Join(match pending {
-                Pending::Now(r) => r,
-                Pending::Later(rx) => rx.await.unwrap_or_else(|_| {
-                    JoinResult::error(codes::COORDINATOR_NOT_AVAILABLE, &member)
-                }),
-            })
-        }
-        GroupOp::Sync {
-            group,
-            member,
-            instance,
-            generation,
-            protocol_type,
-            protocol_name,
-            assignments,
-        } => {
-            let pending = coordinator.borrow_mut().sync(
-                &group,
-                &member,
-                instance.as_deref(),
-                generation,
-                protocol_type.as_deref(),
-                protocol_name.as_deref(),
-                assignments,
-                now,
-            );
-            GroupReply::Sync(match pending {
-                Pending::Now(r) => r,
-                Pending::Later(rx) => rx
-                    .await
-                    .unwrap_or_else(|_| SyncResult::error(codes::COORDINATOR_NOT_AVAILABLE)),
-            })
-        }
-        GroupOp::Heartbeat {
-            group,
-            member,
-            instance,
-            generation,
-        } => GroupReply::Code(coordinator.borrow_mut().heartbeat(
-            &group,
-            &member,
-            instance.as_deref(),
-            generation,
-            now,
-        )),
-        GroupOp::Leave { group, members } => {
-            GroupReply::Codes(coordinator.borrow_mut().leave(&group, &members, now))
-        }
-        GroupOp::Commit {
-            group,
-            member,
-            instance,
-            generation,
-            offsets,
-        } => {
-            let mut c = coordinator.borrow_mut();
-            if let Err(e) = c.check_commit(&group, &member, instance.as_deref(), generation, now) {
-                return GroupReply::Codes(Err(e));
-            }
-            GroupReply::Codes(Ok(c.commit_offsets(&group, offsets, now)))
-        }
-        GroupOp::FetchOffsets { group, topics } => {
-            let c = coordinator.borrow();
-            let out = match topics {
-                Some(topics) => topics
-                    .into_iter()
-                    .map(|(t, parts)| {
-                        let rows = parts
-                            .into_iter()
-                            .map(|p| match c.committed(&group, &t, p) {
-                                Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone()),
-                                None => (p, -1, -1, None),
-                            })
-                            .collect();
-                        (t, rows)
-                    })
-                    .collect(),
-                None => {
-                    let mut by_topic: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
-                    if let Some(g) = c.groups.get(&group) {
-                        for ((t, p), o) in g.offsets.iter() {
-                            by_topic.entry(t.clone()).or_default().push((
-                                *p,
-                                o.offset,
-                                o.leader_epoch,
-                                o.metadata.clone(),
-                            ));
-                        }
-                    }
-                    by_topic.into_iter().collect()
-                }
-            };
-            GroupReply::Offsets(out)
-        }
-        GroupOp::Describe { group } => GroupReply::Describe(coordinator.borrow().describe(&group)),
-        GroupOp::List => GroupReply::List(coordinator.borrow().list()),
-        GroupOp::Delete { group } => {
-            GroupReply::Code(coordinator.borrow_mut().delete_group(&group))
-        }
-        GroupOp::DeleteOffsets { group, parts } => {
-            GroupReply::Codes(coordinator.borrow_mut().delete_offsets(&group, &parts))
-        }
     }
 }

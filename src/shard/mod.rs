@@ -1,0 +1,212 @@
+//! A shard: one pinned glommio executor owning its connections, the partitions
+//! [`shard_for_partition`] gives it and the groups [`shard_for_group`] gives it. Shards share
+//! nothing but messages.
+//!
+//! - [`ops`]: the vocabulary that crosses between shards;
+//! - [`mesh`]: inboxes, doorbells, the spinner, waiting on foreign threads;
+//! - [`route`]: partition and group work sent to its owner, the backend chosen once;
+//! - [`registry`]: the topic table's single writer (shard 0) and installing its snapshots;
+//! - [`memory`]: partition ops on the embedded backend;
+//! - [`seaweed`]: everything a shard does on the SeaweedMQ backend.
+//!
+//! The embedded path never enters [`seaweed`]: a shard's [`Backend`] is set once at start and
+//! every partition or group op is dispatched on it in one place ([`route`]).
+
+mod memory;
+mod mesh;
+mod ops;
+mod registry;
+mod route;
+pub(crate) mod seaweed;
+
+pub use mesh::{Mesh, ShardEnds};
+pub use ops::{Applied, Envelope, Op, PartitionOp, PartitionReply, RegistryOp, Reply};
+
+use crate::config::{limits, Config};
+use crate::group::{Coordinator, GroupConfig};
+use crate::metrics::ShardMetrics;
+use crate::seaweedmq::SeaweedHandle;
+use crate::topics::{Registry, TopicSettings, TopicTable};
+use crate::util::{now_ms, Notify};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The shard that owns partition `partition` of `topic`: a pure function of the two, the same
+/// on every shard and across restarts (FNV-1a over the name, mixed with the partition).
+pub fn shard_for_partition(topic: &str, partition: i32, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in topic.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h ^= partition as u32 as u64;
+    h = h.wrapping_mul(0x100000001b3);
+    h ^= h >> 29;
+    (h % shards as u64) as usize
+}
+
+/// The shard that owns consumer group `group`.
+pub fn shard_for_group(group: &str, shards: usize) -> usize {
+    shard_for_partition(group, -1, shards)
+}
+
+/// A partition named by topic and index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+/// Where a shard keeps its partitions' records; set once at start.
+pub(crate) enum Backend {
+    /// The embedded backend: records in memory on the owning shard.
+    Memory(memory::MemoryPartitions),
+    /// Records in SeaweedMQ, reached through the gRPC core.
+    Seaweed(seaweed::SeaweedShard),
+}
+
+/// What the shard's backend-neutral code (installing topic tables, long-poll waits) needs of
+/// an owned partition, whatever the backend.
+pub(crate) trait OwnedPartition {
+    fn topic_id(&self) -> Uuid;
+    /// The offset the next record gets, as far as the owner knows.
+    fn next_offset(&self) -> i64;
+    /// Woken on every append, for long-polling fetches.
+    fn appended(&self) -> &Notify;
+    fn set_settings(&mut self, settings: TopicSettings);
+}
+
+/// Everything one shard owns. Lives in an `Rc` on the shard's thread.
+pub struct Shard {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub advertised: (String, i32),
+    pub mesh: Arc<Mesh>,
+    /// This shard's end of the mesh (pending calls, doorbells, the spinner's state).
+    link: mesh::Endpoint,
+    /// This shard's copy of the topic table.
+    pub topics: RefCell<Arc<TopicTable>>,
+    /// The partitions this shard owns, in its backend.
+    pub(crate) backend: Backend,
+    /// The consumer groups this shard owns.
+    pub groups: RefCell<Coordinator>,
+    /// Only on shard 0: the single writer of topic metadata.
+    pub(crate) registry: Option<RefCell<Registry>>,
+    next_producer_id: Cell<i64>,
+    pub stopping: Cell<bool>,
+    pub stop: Notify,
+    /// Connections this shard serves now.
+    pub connections: Cell<usize>,
+    /// This shard's counters for `/metrics` (written only here).
+    pub metrics: &'static ShardMetrics,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        mesh: Arc<Mesh>,
+        metrics: &'static ShardMetrics,
+        seaweed: Option<SeaweedHandle>,
+    ) -> Rc<Shard> {
+        let shards = mesh.shards() as i64;
+        // Producer ids: unique across shards (id modulo shard count) and, since the embedded
+        // backend forgets everything on restart, started from the clock so that a producer
+        // that outlived a restart does not collide with a new one.
+        let base = (now_ms() & 0xff_ffff_ffff) << 16;
+        let groups = RefCell::new(Coordinator::new(GroupConfig {
+            initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
+            offsets_retention: Duration::from_secs(config.offsets_retention_minutes * 60),
+            max_members: limits::GROUP_MEMBERS_MAX,
+            offset_metadata_max_bytes: limits::OFFSET_METADATA_BYTES_MAX,
+        }));
+        let backend = match seaweed {
+            Some(handle) => Backend::Seaweed(seaweed::SeaweedShard::new(handle)),
+            None => Backend::Memory(memory::MemoryPartitions::default()),
+        };
+        Rc::new(Shard {
+            id,
+            advertised: config.advertised(),
+            groups,
+            config,
+            registry: (id == 0).then(|| RefCell::new(Registry::default())),
+            mesh,
+            link: mesh::Endpoint::new(),
+            topics: RefCell::new(Arc::new(TopicTable::default())),
+            backend,
+            next_producer_id: Cell::new(base - base % shards + id as i64),
+            stopping: Cell::new(false),
+            stop: Notify::default(),
+            connections: Cell::new(0),
+            metrics,
+        })
+    }
+
+    pub fn shards(&self) -> usize {
+        self.mesh.shards()
+    }
+
+    /// Sleeps for `d`, or less if the shard is asked to stop meanwhile.
+    pub async fn pause(&self, d: Duration) {
+        let stop = self.stop.notified();
+        let tick = glommio::timer::sleep(d);
+        futures::pin_mut!(tick);
+        futures::future::select(tick, stop).await;
+    }
+
+    pub fn topics(&self) -> Arc<TopicTable> {
+        self.topics.borrow().clone()
+    }
+
+    pub fn allocate_producer_id(&self) -> i64 {
+        let id = self.next_producer_id.get();
+        self.next_producer_id.set(id + self.shards() as i64);
+        id
+    }
+
+    /// Starts the shard's background tasks: the group ticker, the retention sweeper and the
+    /// backend's own (SeaweedMQ: loading topics and offsets, holding partitions open).
+    pub fn start_background(self: &Rc<Self>) {
+        let ticker = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                ticker
+                    .pause(Duration::from_millis(limits::GROUP_TICK_MS))
+                    .await;
+                if ticker.stopping.get() {
+                    break;
+                }
+                ticker.groups.borrow_mut().tick(std::time::Instant::now());
+            }
+        })
+        .detach();
+        match &self.backend {
+            Backend::Memory(_) => memory::start_sweeper(self),
+            Backend::Seaweed(_) => seaweed::start(self),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_is_stable_and_spread() {
+        assert_eq!(
+            shard_for_partition("t", 3, 4),
+            shard_for_partition("t", 3, 4)
+        );
+        let mut counts = [0usize; 4];
+        for p in 0..1000 {
+            counts[shard_for_partition("orders", p, 4)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 150), "{counts:?}");
+        assert_eq!(shard_for_partition("x", 0, 1), 0);
+    }
+}

@@ -1,0 +1,197 @@
+//! What a shard does on the SeaweedMQ backend: partition ops as calls to the gRPC core
+//! (`crate::seaweedmq`), topics kept in line with SeaweedMQ's, and committed offsets stored
+//! there.
+//!
+//! - [`partition`]: a SeaweedMQ partition on its owner (produce in two halves), [`cache`]: what
+//!   the owner knows of its range and the batches kelp published;
+//! - [`read`]: fetch, ListOffsets and the partition's range from the broker;
+//! - [`topics`]: create, load and adopt topics (shard 0), hold every partition open;
+//! - [`offsets`]: committed offsets in the topic [`OFFSETS_TOPIC`], in the record layout of
+//!   [`offset_records`].
+//!
+//! Answers from the gRPC core complete `futures` oneshots on a foreign thread; every wait here
+//! goes through [`Shard::foreign`], which the shard's spinner pokes.
+
+pub mod cache;
+mod offset_records;
+mod offsets;
+pub mod partition;
+mod read;
+mod topics;
+
+use super::ops::{Applied, PartitionOp, PartitionReply};
+use super::{Shard, TopicPartition};
+use crate::error::ErrorCode;
+use crate::seaweedmq::{SeaweedError, SeaweedHandle, SeaweedResult};
+use crate::topics::TopicSettings;
+use crate::util::now_ms;
+use futures::channel::oneshot;
+use futures::FutureExt;
+use partition::{SeaweedPartition, Submitted};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// SeaweedMQ topics kelp keeps for itself (hidden from Kafka clients) start with this.
+pub const INTERNAL_TOPIC_PREFIX: &str = "__kelp_";
+
+/// The SeaweedMQ topic (namespace `kafka`) that holds committed offsets.
+pub const OFFSETS_TOPIC: &str = "__kelp_consumer_offsets";
+
+/// A shard's SeaweedMQ backend.
+pub(crate) struct SeaweedShard {
+    /// The gRPC core.
+    pub handle: SeaweedHandle,
+    /// The partitions this shard owns.
+    pub partitions: RefCell<HashMap<TopicPartition, SeaweedPartition>>,
+    /// Whether the committed offsets of this shard's groups are loaded (after the replay of
+    /// [`OFFSETS_TOPIC`]); until then its groups answer COORDINATOR_LOAD_IN_PROGRESS.
+    pub offsets_loaded: Cell<bool>,
+}
+
+impl SeaweedShard {
+    pub fn new(handle: SeaweedHandle) -> Self {
+        SeaweedShard {
+            handle,
+            partitions: RefCell::default(),
+            offsets_loaded: Cell::new(false),
+        }
+    }
+
+    /// How a newly owned partition is made.
+    pub fn partition_maker(
+        &self,
+        cache_bytes: usize,
+    ) -> impl Fn(&crate::topics::TopicMeta, TopicSettings) -> SeaweedPartition {
+        move |meta, settings| SeaweedPartition::new(meta.id, settings, cache_bytes)
+    }
+}
+
+/// Starts the shard's SeaweedMQ tasks: loading topics (shard 0) and committed offsets, and
+/// holding its partitions open.
+pub(super) fn start(shard: &Rc<Shard>) {
+    if shard.id == 0 {
+        let loader = shard.clone();
+        glommio::spawn_local(async move { loader.seaweed_load_topics().await }).detach();
+    }
+    let loader = shard.clone();
+    glommio::spawn_local(async move { loader.seaweed_load_offsets().await }).detach();
+    let keeper = shard.clone();
+    glommio::spawn_local(async move { keeper.seaweed_keep_attached().await }).detach();
+}
+
+impl Shard {
+    /// This shard's SeaweedMQ backend (only called on that backend).
+    pub(crate) fn sw(&self) -> &SeaweedShard {
+        match &self.backend {
+            super::Backend::Seaweed(s) => s,
+            super::Backend::Memory(_) => unreachable!("SeaweedMQ code runs on that backend only"),
+        }
+    }
+
+    /// Whether the table may lack topics the backend has (SeaweedMQ topics can be made by
+    /// another gateway, or another kelp).
+    pub fn topics_may_exist_elsewhere(&self) -> bool {
+        matches!(self.backend, super::Backend::Seaweed(_))
+    }
+
+    /// A partition op, answered at once or after a SeaweedMQ call.
+    pub(super) fn seaweed_apply(self: &Rc<Self>, tp: TopicPartition, op: PartitionOp) -> Applied {
+        let sw = self.sw();
+        if !sw.partitions.borrow().contains_key(&tp) {
+            return Applied::Now(PartitionReply::failed(
+                &op,
+                ErrorCode::UnknownTopicOrPartition,
+            ));
+        }
+        let this = self.clone();
+        match op {
+            PartitionOp::Produce { records } => self.seaweed_produce(tp, records),
+            PartitionOp::Read {
+                offset,
+                max_bytes,
+                at_least_one,
+            } => {
+                let cached = sw
+                    .partitions
+                    .borrow()
+                    .get(&tp)
+                    .and_then(|p| p.cache.read_cached(offset, max_bytes, at_least_one));
+                match cached {
+                    Some(r) => Applied::Now(PartitionReply::Read(Ok(r))),
+                    None => later(async move {
+                        PartitionReply::Read(this.seaweed_read(&tp, offset, max_bytes).await)
+                    }),
+                }
+            }
+            PartitionOp::ListOffset { timestamp } => later(async move {
+                PartitionReply::ListOffset(this.seaweed_list_offset(&tp, timestamp).await)
+            }),
+            PartitionOp::EndOffset => later(async move {
+                let range = this.seaweed_range(&tp).await;
+                PartitionReply::EndOffset(range.map_err(|e| ErrorCode::from_seaweed(&e, false)))
+            }),
+            PartitionOp::Attach => later(async move {
+                let handle = this.sw().handle.clone();
+                let attached = this.foreign(handle.attach(&tp.topic, tp.partition)).await;
+                PartitionReply::Attached(attached.map_err(|e| ErrorCode::from_seaweed(&e, false)))
+            }),
+            // SeaweedMQ has no call to drop a partition's head.
+            PartitionOp::DeleteRecords { .. } => Applied::Now(PartitionReply::DeleteRecords(Err(
+                ErrorCode::PolicyViolation,
+            ))),
+        }
+    }
+
+    /// Produce: queued on the gRPC core now, answered once SeaweedMQ acks every record.
+    fn seaweed_produce(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        records: Option<bytes::Bytes>,
+    ) -> Applied {
+        let sw = self.sw();
+        let submitted = {
+            let mut partitions = sw.partitions.borrow_mut();
+            let p = partitions.get_mut(&tp).expect("checked by the caller");
+            p.submit(
+                &sw.handle,
+                &tp.topic,
+                tp.partition,
+                records.as_ref(),
+                now_ms(),
+            )
+        };
+        match submitted {
+            Submitted::Done(o) => Applied::Now(PartitionReply::Produce(o)),
+            Submitted::Pending(pending, rx) => {
+                let this = self.clone();
+                later(async move {
+                    let result = answer(&this, rx).await;
+                    let mut partitions = this.sw().partitions.borrow_mut();
+                    PartitionReply::Produce(match partitions.get_mut(&tp) {
+                        Some(p) => p.finish(pending, result),
+                        None => crate::partition::ProduceOutcome::error(
+                            ErrorCode::UnknownTopicOrPartition,
+                            None,
+                        ),
+                    })
+                })
+            }
+        }
+    }
+}
+
+fn later(f: impl std::future::Future<Output = PartitionReply> + 'static) -> Applied {
+    Applied::Later(f.boxed_local())
+}
+
+/// Waits for a gRPC core answer given as a receiver (a dropped sender means shutdown).
+pub(crate) async fn answer<T>(
+    shard: &Rc<Shard>,
+    rx: oneshot::Receiver<SeaweedResult<T>>,
+) -> SeaweedResult<T> {
+    shard
+        .foreign(rx)
+        .await
+        .unwrap_or(Err(SeaweedError::Shutdown))
+}

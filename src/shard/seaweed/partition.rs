@@ -1,0 +1,243 @@
+//! A SeaweedMQ partition on its owning shard: the same validation and idempotent-producer
+//! state as a memory partition (`crate::partition`), a cache of what kelp published
+//! ([`SeaweedCache`]), and the produce path in two halves: [`SeaweedPartition::submit`] queues
+//! the records on the gRPC core before it returns (so produces reach SeaweedMQ in the order the
+//! owner saw them), [`SeaweedPartition::finish`] applies SeaweedMQ's acks.
+
+use super::cache::SeaweedCache;
+use crate::config::limits;
+use crate::error::ErrorCode;
+use crate::partition::producers::{Producers, SeenBatch, SeqCheck};
+use crate::partition::{validate, ProduceOutcome};
+use crate::protocol::batch::{self, BatchInfo};
+use crate::seaweedmq::{records, Record, SeaweedError, SeaweedHandle, SeaweedResult};
+use crate::shard::OwnedPartition;
+use crate::topics::TopicSettings;
+use crate::util::Notify;
+use bytes::Bytes;
+use futures::channel::oneshot;
+use uuid::Uuid;
+
+/// What [`SeaweedPartition::submit`] did with a produce.
+pub enum Submitted {
+    /// Answered at once (an error, or every batch a duplicate).
+    Done(ProduceOutcome),
+    /// Queued on the gRPC core: await the receiver, then [`SeaweedPartition::finish`].
+    Pending(PendingProduce, oneshot::Receiver<SeaweedResult<Vec<i64>>>),
+}
+
+/// The batches of a produce waiting for SeaweedMQ's acks.
+pub struct PendingProduce {
+    batches: Vec<(Bytes, BatchInfo)>,
+    log_append_time: Option<i64>,
+}
+
+/// A produce's batches after the idempotence check.
+struct Prepared {
+    /// The batches to publish (not duplicates), as the client sent them.
+    to_send: Vec<(Bytes, BatchInfo)>,
+    /// Their records as SeaweedMQ messages.
+    records: Vec<Record>,
+    /// The last batch that was a retry of one already written.
+    duplicate: Option<SeenBatch>,
+}
+
+/// The produce answer for a failed SeaweedMQ call.
+pub fn failure(e: &SeaweedError) -> ProduceOutcome {
+    ProduceOutcome::error(ErrorCode::from_seaweed(e, true), Some(e.to_string()))
+}
+
+pub struct SeaweedPartition {
+    pub topic_id: Uuid,
+    pub settings: TopicSettings,
+    /// Woken on every acked produce, for long-polling fetches.
+    pub appended: Notify,
+    /// What this shard knows of the partition's range, and what it published.
+    pub cache: SeaweedCache,
+    producers: Producers,
+}
+
+impl OwnedPartition for SeaweedPartition {
+    fn topic_id(&self) -> Uuid {
+        self.topic_id
+    }
+
+    fn next_offset(&self) -> i64 {
+        self.cache.high_watermark()
+    }
+
+    fn appended(&self) -> &Notify {
+        &self.appended
+    }
+
+    fn set_settings(&mut self, settings: TopicSettings) {
+        self.settings = settings;
+    }
+}
+
+impl SeaweedPartition {
+    /// `cache_bytes` bounds the cache of what kelp published (`--seaweedmq-cache-bytes`).
+    pub fn new(topic_id: Uuid, settings: TopicSettings, cache_bytes: usize) -> Self {
+        SeaweedPartition {
+            topic_id,
+            settings,
+            appended: Notify::default(),
+            cache: SeaweedCache::new(cache_bytes),
+            producers: Producers::default(),
+        }
+    }
+
+    /// Validates a produce, checks idempotence, and queues its records on the gRPC core, all
+    /// before returning. The caller awaits the answer and calls [`Self::finish`].
+    pub fn submit(
+        &mut self,
+        handle: &SeaweedHandle,
+        topic: &str,
+        partition: i32,
+        records: Option<&Bytes>,
+        now_ms: i64,
+    ) -> Submitted {
+        let batches = match validate(&self.settings, records) {
+            Ok(b) => b,
+            Err(o) => return Submitted::Done(o),
+        };
+        let log_append_time = self.settings.log_append_time.then_some(now_ms);
+        let Prepared {
+            to_send,
+            records: messages,
+            duplicate,
+        } = match self.prepare(batches, log_append_time) {
+            Ok(prepared) => prepared,
+            Err(o) => return Submitted::Done(o),
+        };
+        if to_send.is_empty() {
+            let seen = duplicate.expect("every batch was a duplicate");
+            return Submitted::Done(ProduceOutcome::duplicate(
+                seen,
+                self.cache.log_start_offset(),
+            ));
+        }
+        match handle.publish_now(topic, partition, messages) {
+            Ok(answer) => {
+                for _ in &to_send {
+                    self.cache.publish_started();
+                }
+                let pending = PendingProduce {
+                    batches: to_send,
+                    log_append_time,
+                };
+                Submitted::Pending(pending, answer)
+            }
+            Err(e) => {
+                self.producers.forget(&to_send);
+                Submitted::Done(failure(&e))
+            }
+        }
+    }
+
+    /// Checks each batch's sequence and turns the new ones into SeaweedMQ records.
+    fn prepare(
+        &mut self,
+        batches: Vec<(Bytes, BatchInfo)>,
+        log_append_time: Option<i64>,
+    ) -> Result<Prepared, ProduceOutcome> {
+        let mut to_send: Vec<(Bytes, BatchInfo)> = Vec::with_capacity(batches.len());
+        let mut duplicate = None;
+        let mut out = Vec::new();
+        for (data, info) in batches {
+            if info.producer_id >= 0 {
+                match self.producers.check(&info) {
+                    Err(e) => {
+                        self.producers.forget(&to_send);
+                        return Err(e);
+                    }
+                    Ok(SeqCheck::Duplicate(seen)) if seen.base_offset < 0 => {
+                        // The original is still on its way to SeaweedMQ: its outcome decides.
+                        self.producers.forget(&to_send);
+                        return Err(ProduceOutcome::error(
+                            ErrorCode::RequestTimedOut,
+                            Some("this batch is still being written to SeaweedMQ; retry".into()),
+                        ));
+                    }
+                    Ok(SeqCheck::Duplicate(seen)) => {
+                        duplicate = Some(seen);
+                        continue;
+                    }
+                    Ok(SeqCheck::Append) => self.producers.remember(&info, -1, -1),
+                }
+            }
+            let converted =
+                records::from_batch(&data, limits::BATCH_DECOMPRESSED_BYTES_MAX, log_append_time);
+            to_send.push((data, info));
+            match converted {
+                Ok(r) => out.extend(r),
+                Err(e) => {
+                    self.producers.forget(&to_send);
+                    return Err(ProduceOutcome::error(
+                        ErrorCode::from(&e),
+                        Some(e.to_string()),
+                    ));
+                }
+            }
+        }
+        Ok(Prepared {
+            to_send,
+            records: out,
+            duplicate,
+        })
+    }
+
+    /// Completes a produce queued by [`Self::submit`] with the gRPC core's answer.
+    pub fn finish(
+        &mut self,
+        pending: PendingProduce,
+        result: SeaweedResult<Vec<i64>>,
+    ) -> ProduceOutcome {
+        let expected: usize = pending
+            .batches
+            .iter()
+            .map(|(_, i)| i.records_count as usize)
+            .sum();
+        let offsets = match result {
+            Ok(o) if o.len() == expected => o,
+            other => {
+                self.producers.forget(&pending.batches);
+                for _ in &pending.batches {
+                    self.cache.publish_done(None);
+                }
+                return match other {
+                    Err(e) => failure(&e),
+                    Ok(o) => ProduceOutcome::error(
+                        ErrorCode::UnknownServerError,
+                        Some(format!("SeaweedMQ acked {} of {expected} records", o.len())),
+                    ),
+                };
+            }
+        };
+        let append_time = pending.log_append_time.unwrap_or(-1);
+        let mut at = 0;
+        let mut first_base = None;
+        for (data, info) in &pending.batches {
+            let n = info.records_count as usize;
+            let offs = &offsets[at..at + n];
+            at += n;
+            let base = offs[0];
+            first_base.get_or_insert(base);
+            if info.producer_id >= 0 {
+                self.producers.set_base(info, base, append_time);
+            }
+            let consecutive = offs.windows(2).all(|w| w[1] == w[0] + 1);
+            let acked =
+                consecutive.then(|| (batch::stamp(data, base, pending.log_append_time), n as i64));
+            self.cache.publish_done(acked);
+        }
+        self.appended.notify_all();
+        ProduceOutcome {
+            error: ErrorCode::None,
+            message: None,
+            base_offset: first_base.unwrap_or(-1),
+            log_append_time_ms: append_time,
+            log_start_offset: self.cache.log_start_offset(),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Reads on the SeaweedMQ backend: what the cache does not hold is fetched by offset
+//! (`FetchMessage`) and rebuilt as one uncompressed batch; ListOffsets from the broker's range,
+//! or by timestamp through a binary search over single-record fetches (SeaweedMQ keeps no time
+//! index).
+
+use crate::config::limits;
+use crate::error::ErrorCode;
+use crate::seaweedmq::{records, SeaweedError, SeaweedResult};
+use crate::shard::{Shard, TopicPartition};
+use crate::storage::{
+    OffsetAndTimestamp, ReadResult, EARLIEST_LOCAL_TIMESTAMP, EARLIEST_TIMESTAMP,
+    LATEST_TIERED_TIMESTAMP, LATEST_TIMESTAMP, MAX_TIMESTAMP,
+};
+use std::rc::Rc;
+
+impl Shard {
+    /// Log start and high-water mark from the broker, remembered by the partition.
+    pub(super) async fn seaweed_range(
+        self: &Rc<Self>,
+        tp: &TopicPartition,
+    ) -> SeaweedResult<(i64, i64)> {
+        let handle = self.sw().handle.clone();
+        let r = self
+            .foreign(handle.partition_range(&tp.topic, tp.partition))
+            .await?;
+        Ok((
+            r.earliest.max(0),
+            self.observe_range(tp, r.earliest, r.high_water_mark),
+        ))
+    }
+
+    /// Tells the partition what the broker said of its range; returns the high-water mark
+    /// as the partition now knows it.
+    fn observe_range(&self, tp: &TopicPartition, log_start: i64, high_watermark: i64) -> i64 {
+        let mut partitions = self.sw().partitions.borrow_mut();
+        match partitions.get_mut(tp) {
+            Some(p) => {
+                p.cache.observe_range(log_start, high_watermark);
+                p.cache.high_watermark()
+            }
+            None => high_watermark,
+        }
+    }
+
+    /// Reads from SeaweedMQ what the cache does not hold, as one uncompressed batch.
+    pub(super) async fn seaweed_read(
+        self: &Rc<Self>,
+        tp: &TopicPartition,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadResult, ErrorCode> {
+        let handle = self.sw().handle.clone();
+        let max_bytes = max_bytes.clamp(1, i32::MAX as usize) as i32;
+        let fetched = self
+            .foreign(handle.fetch(
+                &tp.topic,
+                tp.partition,
+                offset,
+                max_bytes,
+                limits::SEAWEEDMQ_FETCH_MESSAGES_MAX,
+            ))
+            .await;
+        match fetched {
+            Ok(f) => {
+                let log_start = f.log_start.max(0);
+                let mut hw = self.observe_range(tp, log_start, f.high_water_mark);
+                let mut out = ReadResult {
+                    high_watermark: hw,
+                    log_start_offset: log_start,
+                    ..ReadResult::default()
+                };
+                if !f.messages.is_empty() {
+                    let recs: Vec<_> = f.messages.iter().map(records::decode).collect();
+                    hw = hw.max(offset + recs.len() as i64);
+                    let batch = records::to_batch(offset, &recs);
+                    out.high_watermark = hw;
+                    out.bytes = batch.len();
+                    out.batches.push(batch);
+                }
+                Ok(out)
+            }
+            Err(SeaweedError::OffsetOutOfRange {
+                log_start,
+                high_water_mark,
+                ..
+            }) => {
+                self.observe_range(tp, log_start, high_water_mark);
+                Err(ErrorCode::OffsetOutOfRange)
+            }
+            Err(e) => {
+                log::debug!("fetch {}[{}] at {offset}: {e}", tp.topic, tp.partition);
+                Err(ErrorCode::from_seaweed(&e, false))
+            }
+        }
+    }
+
+    /// The timestamp of the record at `offset`, or `None` past the end.
+    async fn seaweed_timestamp_at(
+        self: &Rc<Self>,
+        tp: &TopicPartition,
+        offset: i64,
+    ) -> SeaweedResult<Option<i64>> {
+        let handle = self.sw().handle.clone();
+        let f = self
+            .foreign(handle.fetch(&tp.topic, tp.partition, offset, 1, 1))
+            .await?;
+        Ok(f.messages.first().map(|m| records::decode(m).timestamp_ms))
+    }
+
+    /// ListOffsets on SeaweedMQ: earliest and latest from the broker's range; a timestamp by
+    /// binary search over the records' timestamps (SeaweedMQ keeps no time index; timestamps
+    /// are taken to grow with offsets, as Kafka's own index assumes per segment).
+    pub(super) async fn seaweed_list_offset(
+        self: &Rc<Self>,
+        tp: &TopicPartition,
+        timestamp: i64,
+    ) -> Result<OffsetAndTimestamp, ErrorCode> {
+        let err = |e: SeaweedError| ErrorCode::from_seaweed(&e, false);
+        let (start, end) = self.seaweed_range(tp).await.map_err(err)?;
+        let none = OffsetAndTimestamp {
+            offset: -1,
+            timestamp: -1,
+        };
+        match timestamp {
+            EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(OffsetAndTimestamp {
+                offset: start,
+                timestamp: -1,
+            }),
+            LATEST_TIMESTAMP | LATEST_TIERED_TIMESTAMP => Ok(OffsetAndTimestamp {
+                offset: end,
+                timestamp: -1,
+            }),
+            MAX_TIMESTAMP => {
+                if end <= start {
+                    return Ok(none);
+                }
+                match self.seaweed_timestamp_at(tp, end - 1).await.map_err(err)? {
+                    Some(ts) => Ok(OffsetAndTimestamp {
+                        offset: end - 1,
+                        timestamp: ts,
+                    }),
+                    None => Ok(none),
+                }
+            }
+            ts if ts >= 0 => {
+                let (mut lo, mut hi) = (start, end);
+                let mut found = None;
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    match self.seaweed_timestamp_at(tp, mid).await.map_err(err)? {
+                        Some(t) if t >= ts => {
+                            found = Some((mid, t));
+                            hi = mid;
+                        }
+                        Some(_) => lo = mid + 1,
+                        None => hi = mid,
+                    }
+                }
+                Ok(
+                    found.map_or(none, |(offset, timestamp)| OffsetAndTimestamp {
+                        offset,
+                        timestamp,
+                    }),
+                )
+            }
+            _ => Ok(none),
+        }
+    }
+}
