@@ -95,6 +95,21 @@ fn send_nonblocking(fd: RawFd, data: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// One connection's state between turns.
+struct Conn {
+    shard: Rc<Shard>,
+    fd: RawFd,
+    max_frame: usize,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// Requests being handled, answered in the order they came.
+    in_flight: FuturesOrdered<Pending>,
+    /// Once set, no more requests are read; in-flight ones finish and are flushed first.
+    closing: Option<Close>,
+    /// A write failed: nothing more can reach the client, so the connection ends at once.
+    broken: bool,
+}
+
 /// Serves one connection until the peer closes it, it breaks the protocol, or shutdown.
 pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let peer = stream
@@ -102,100 +117,31 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
-    let fd = stream.as_raw_fd();
-    let max_frame = shard.config.max_request_bytes;
     let spin = shard.config.spin();
-    let mut rbuf = BytesMut::with_capacity(limits::READ_BUFFER_BYTES);
-    let mut wbuf = BytesMut::new();
-    let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut c = Conn {
+        fd: stream.as_raw_fd(),
+        max_frame: shard.config.max_request_bytes,
+        rbuf: BytesMut::with_capacity(limits::READ_BUFFER_BYTES),
+        wbuf: BytesMut::new(),
+        in_flight: FuturesOrdered::new(),
+        closing: None,
+        broken: false,
+        shard,
+    };
     let mut last_active = Instant::now();
-    // Once set, no more requests are read; in-flight ones finish and are flushed first.
-    let mut closing: Option<Close> = None;
     let mut peek_byte = [0u8; 1];
-    log::debug!("shard {}: connection from {peer}", shard.id);
-
+    log::debug!("shard {}: connection from {peer}", c.shard.id);
     loop {
-        let mut progress = false;
-        if shard.stopping.get() && closing.is_none() {
-            closing = Some(Close::Shutdown);
+        let progress = c.turn();
+        if c.closing.is_some() && c.in_flight.is_empty() && c.wbuf.is_empty() {
+            break;
         }
-        // Read what the socket has.
-        if closing.is_none() && in_flight.len() < limits::CONNECTION_IN_FLIGHT_MAX {
-            match recv_nonblocking(fd, &mut rbuf) {
-                Ok(0) => closing = Some(Close::PeerClosed),
-                Ok(_) => progress = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                Err(e) => closing = Some(Close::Io(e)),
-            }
-        }
-        // Start every complete request.
-        while closing.is_none() && in_flight.len() < limits::CONNECTION_IN_FLIGHT_MAX {
-            match take_frame(&mut rbuf, max_frame) {
-                Frame::NeedMore => break,
-                Frame::TooLarge(len) => {
-                    // Counted as a failed request of the API its header names, if buffered.
-                    let slot =
-                        metrics::slot_of_frame(rbuf.get(FRAME_PREFIX_BYTES..).unwrap_or(&[]));
-                    drop(RequestTimer::start(shard.metrics, slot, 0));
-                    closing = Some(Close::Protocol(format!(
-                        "frame of {len} bytes is over --max-request-bytes {max_frame}"
-                    )));
-                }
-                Frame::Complete(frame) => {
-                    let slot = metrics::slot_of_frame(&frame);
-                    let timer =
-                        RequestTimer::start(shard.metrics, slot, FRAME_PREFIX_BYTES + frame.len());
-                    match protocol::decode_request(frame) {
-                        Ok(req) => {
-                            let handled = handlers::handle(shard.clone(), req);
-                            in_flight.push_back(Box::pin(async move {
-                                let h = handled.await;
-                                timer.finish(h.frame.as_ref().map_or(0, Bytes::len), h.error);
-                                h.frame
-                            }));
-                        }
-                        Err(DecodeError::ApiVersionsTooNew { correlation_id, .. }) => {
-                            let mut out = BytesMut::new();
-                            protocol::encode_api_versions_too_new(&mut out, correlation_id);
-                            timer.finish(out.len(), true);
-                            let out = out.freeze();
-                            in_flight.push_back(Box::pin(async move { Some(out) }));
-                        }
-                        // The timer records a failed request as it drops.
-                        Err(e) => closing = Some(Close::Protocol(e.to_string())),
-                    }
-                }
-            }
-        }
-        // Collect finished responses, in order.
-        while let Some(Some(resp)) = in_flight.next().now_or_never() {
-            if let Some(bytes) = resp {
-                wbuf.extend_from_slice(&bytes);
-            }
-            progress = true;
-        }
-        // Write what we can.
-        if !wbuf.is_empty() {
-            match send_nonblocking(fd, &wbuf) {
-                Ok(n) => {
-                    wbuf.advance(n);
-                    progress = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    closing = Some(Close::Io(e));
-                    break;
-                }
-            }
-        }
-        if closing.is_some() && in_flight.is_empty() && wbuf.is_empty() {
+        if c.broken {
             break;
         }
         if progress {
             last_active = Instant::now();
-            shard.touch();
+            c.shard.touch();
             futures_lite::future::yield_now().await;
             continue;
         }
@@ -203,32 +149,136 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             futures_lite::future::yield_now().await;
             continue;
         }
-        // Idle: park until the socket, a response, or shutdown needs us.
-        if !wbuf.is_empty() {
-            // The socket buffer is full: the client is not reading. Wait for room.
-            match stream.write(&wbuf).await {
-                Ok(n) => wbuf.advance(n),
-                Err(e) => {
-                    closing = Some(Close::Io(e));
-                    break;
-                }
-            }
-            continue;
+        c.park(&mut stream, &mut peek_byte).await;
+        last_active = Instant::now();
+    }
+    match c.closing {
+        Some(Close::Protocol(why)) => log::warn!("closing connection from {peer}: {why}"),
+        Some(Close::Io(e)) => log::debug!("connection from {peer} failed: {e}"),
+        Some(Close::PeerClosed) | None => log::debug!("connection from {peer} closed"),
+        Some(Close::Shutdown) => log::debug!("connection from {peer} closed for shutdown"),
+    }
+    let _ = stream.close().await;
+}
+
+impl Conn {
+    fn fail_write(&mut self, e: io::Error) {
+        self.closing = Some(Close::Io(e));
+        self.broken = true;
+    }
+
+    fn can_read(&self) -> bool {
+        self.closing.is_none() && self.in_flight.len() < limits::CONNECTION_IN_FLIGHT_MAX
+    }
+
+    /// One non-blocking pass: read what the socket has, start every complete request, collect
+    /// finished responses in order, write what the socket takes. Returns whether anything
+    /// moved.
+    fn turn(&mut self) -> bool {
+        let mut progress = false;
+        if self.shard.stopping.get() && self.closing.is_none() {
+            self.closing = Some(Close::Shutdown);
         }
-        let can_read = closing.is_none() && in_flight.len() < limits::CONNECTION_IN_FLIGHT_MAX;
+        if self.can_read() {
+            match recv_nonblocking(self.fd, &mut self.rbuf) {
+                Ok(0) => self.closing = Some(Close::PeerClosed),
+                Ok(_) => progress = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
+                Err(e) => self.closing = Some(Close::Io(e)),
+            }
+        }
+        self.start_requests();
+        while let Some(Some(resp)) = self.in_flight.next().now_or_never() {
+            if let Some(bytes) = resp {
+                self.wbuf.extend_from_slice(&bytes);
+            }
+            progress = true;
+        }
+        if !self.wbuf.is_empty() {
+            match send_nonblocking(self.fd, &self.wbuf) {
+                Ok(n) => {
+                    self.wbuf.advance(n);
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => self.fail_write(e),
+            }
+        }
+        progress
+    }
+
+    /// Starts every complete request in the read buffer, up to the in-flight limit.
+    fn start_requests(&mut self) {
+        while self.can_read() {
+            match take_frame(&mut self.rbuf, self.max_frame) {
+                Frame::NeedMore => break,
+                Frame::TooLarge(len) => {
+                    // Counted as a failed request of the API its header names, if buffered.
+                    let header = self.rbuf.get(FRAME_PREFIX_BYTES..).unwrap_or(&[]);
+                    let slot = metrics::slot_of_frame(header);
+                    drop(RequestTimer::start(self.shard.metrics, slot, 0));
+                    self.closing = Some(Close::Protocol(format!(
+                        "frame of {len} bytes is over --max-request-bytes {}",
+                        self.max_frame
+                    )));
+                }
+                Frame::Complete(frame) => self.start(frame),
+            }
+        }
+    }
+
+    /// Decodes one frame and starts handling it.
+    fn start(&mut self, frame: Bytes) {
+        let slot = metrics::slot_of_frame(&frame);
+        let timer = RequestTimer::start(self.shard.metrics, slot, FRAME_PREFIX_BYTES + frame.len());
+        match protocol::decode_request(frame) {
+            Ok(req) => {
+                let handled = handlers::handle(self.shard.clone(), req);
+                self.in_flight.push_back(Box::pin(async move {
+                    let h = handled.await;
+                    timer.finish(h.frame.as_ref().map_or(0, Bytes::len), h.error);
+                    h.frame
+                }));
+            }
+            Err(DecodeError::ApiVersionsTooNew { correlation_id, .. }) => {
+                let mut out = BytesMut::new();
+                protocol::encode_api_versions_too_new(&mut out, correlation_id);
+                timer.finish(out.len(), true);
+                let out = out.freeze();
+                self.in_flight.push_back(Box::pin(async move { Some(out) }));
+            }
+            // The timer records a failed request as it drops.
+            Err(e) => self.closing = Some(Close::Protocol(e.to_string())),
+        }
+    }
+
+    /// Idle: parks until the socket, a response, or shutdown needs this connection.
+    async fn park(&mut self, stream: &mut TcpStream, peek_byte: &mut [u8; 1]) {
+        if !self.wbuf.is_empty() {
+            // The socket buffer is full: the client is not reading. Wait for room.
+            match stream.write(&self.wbuf).await {
+                Ok(n) => self.wbuf.advance(n),
+                Err(e) => self.fail_write(e),
+            }
+            return;
+        }
+        let can_read = self.can_read();
         // While other connections keep the shard spinning, its spinner polls this socket and
         // wakes us (io_uring is looked at only every preemption interval then); when the whole
         // shard parks, io_uring's peek wakes us.
-        let watch = can_read.then(|| shard.watch_fd(fd));
+        let watch = can_read.then(|| self.shard.watch_fd(self.fd));
         let readable = crate::util::PollOnOwnWake::new(async {
             if let Some(w) = &watch {
-                let peek = stream.peek(&mut peek_byte);
+                let peek = stream.peek(peek_byte);
                 futures::pin_mut!(peek);
                 let _ = futures::future::select(peek, w.notified()).await;
             } else {
                 futures::future::pending::<()>().await;
             }
         });
+        let in_flight = &mut self.in_flight;
         let response = async {
             if in_flight.is_empty() {
                 futures::future::pending::<Option<Option<Bytes>>>().await
@@ -236,7 +286,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 in_flight.next().await
             }
         };
-        let stop = shard.stop.notified();
+        let stop = self.shard.stop.notified();
         futures::pin_mut!(readable, response, stop);
         let woke = futures::future::select(futures::future::select(readable, response), stop).await;
         if let futures::future::Either::Left((
@@ -244,20 +294,12 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             _,
         )) = woke
         {
-            wbuf.extend_from_slice(&bytes);
+            self.wbuf.extend_from_slice(&bytes);
         }
         if can_read {
-            shard.unwatch_fd(fd);
+            self.shard.unwatch_fd(self.fd);
         }
-        last_active = Instant::now();
     }
-    match closing {
-        Some(Close::Protocol(why)) => log::warn!("closing connection from {peer}: {why}"),
-        Some(Close::Io(e)) => log::debug!("connection from {peer} failed: {e}"),
-        Some(Close::PeerClosed) | None => log::debug!("connection from {peer} closed"),
-        Some(Close::Shutdown) => log::debug!("connection from {peer} closed for shutdown"),
-    }
-    let _ = stream.close().await;
 }
 
 #[cfg(test)]

@@ -24,34 +24,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         bail!("{e}");
     }
     raise_memlock_limit();
-    let seaweed = match config.backend {
-        Backend::Memory => None,
-        Backend::Seaweedmq => {
-            let opts = SeaweedOptions {
-                // The broker tracks publishers by name: each kelp process needs its own.
-                publisher_name: format!(
-                    "kelp-{}-{}",
-                    crate::config::hostname().unwrap_or_else(|| "host".into()),
-                    std::process::id()
-                ),
-                linger_us: config.seaweedmq_linger_us,
-                batch_bytes: config.seaweedmq_batch_bytes,
-                replay_bytes: config.seaweedmq_replay_bytes,
-                request_timeout_ms: config.seaweedmq_timeout_ms,
-                ..SeaweedOptions::default()
-            };
-            let handle = SeaweedCore::start(config.seaweedmq.clone(), config.grpc_core, opts)
-                .context("starting the gRPC core thread")?;
-            log::info!(
-                "SeaweedMQ backend: broker {} (gRPC thread {})",
-                config.seaweedmq,
-                config
-                    .grpc_core
-                    .map_or("not pinned".to_string(), |c| format!("on core {c}"))
-            );
-            Some(handle)
-        }
-    };
+    let seaweed = start_grpc_core(&config)?;
     let cores = config.shard_cores().map_err(anyhow::Error::msg)?;
     // Bound before any shard starts: a taken metrics address stops kelp here, cleanly.
     let metrics_listener = match config.metrics_listen {
@@ -66,8 +39,51 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         metrics.set_seaweedmq(h.publish_stats());
     }
     let (mesh, ends) = Mesh::new(cores.len()).context("creating the shard mesh")?;
-    let doorbells = MeshBuilder::<(), Full>::full(cores.len(), 1);
     let config = Arc::new(config);
+    let handles = spawn_shards(&cores, &config, &mesh, ends, metrics, &seaweed)?;
+    let (host, port) = config.advertised();
+    log::info!(
+        "kelp listening on {} (advertised as {host}:{port}), {} shards on cores {:?}, backend {:?}",
+        config.listen,
+        cores.len(),
+        cores,
+        config.backend
+    );
+    let metrics_server = match metrics_listener {
+        Some(l) => {
+            let addr = l.local_addr().context("metrics listener address")?;
+            let server = metrics::http::spawn(l, metrics).context("starting the metrics thread")?;
+            log::info!("serving metrics on http://{addr}/metrics");
+            Some(server)
+        }
+        None => None,
+    };
+
+    spawn_signal_thread(mesh.clone())?;
+
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Some(s) = &seaweed {
+        s.shutdown();
+    }
+    if let Some(server) = metrics_server {
+        server.stop();
+    }
+    log::info!("kelp stopped");
+    Ok(())
+}
+
+/// Starts one pinned executor per core and waits until every shard listens.
+fn spawn_shards(
+    cores: &[usize],
+    config: &Arc<Config>,
+    mesh: &Arc<Mesh>,
+    ends: Vec<ShardEnds>,
+    metrics: &'static Metrics,
+    seaweed: &Option<SeaweedHandle>,
+) -> anyhow::Result<Vec<glommio::ExecutorJoinHandle<()>>> {
+    let doorbells = MeshBuilder::<(), Full>::full(cores.len(), 1);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
     for ((id, core), ends) in cores.iter().copied().enumerate().zip(ends) {
@@ -97,25 +113,44 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Err(_) => bail!("a shard stopped while starting"),
         }
     }
-    let (host, port) = config.advertised();
-    log::info!(
-        "kelp listening on {} (advertised as {host}:{port}), {} shards on cores {:?}, backend {:?}",
-        config.listen,
-        cores.len(),
-        cores,
-        config.backend
-    );
-    let metrics_server = match metrics_listener {
-        Some(l) => {
-            let addr = l.local_addr().context("metrics listener address")?;
-            let server = metrics::http::spawn(l, metrics).context("starting the metrics thread")?;
-            log::info!("serving metrics on http://{addr}/metrics");
-            Some(server)
-        }
-        None => None,
-    };
+    Ok(handles)
+}
 
-    let mesh_for_signals = mesh.clone();
+/// With `--backend seaweedmq`, starts the gRPC core thread (it connects in the background).
+fn start_grpc_core(config: &Config) -> anyhow::Result<Option<SeaweedHandle>> {
+    Ok(match config.backend {
+        Backend::Memory => None,
+        Backend::Seaweedmq => {
+            let opts = SeaweedOptions {
+                // The broker tracks publishers by name: each kelp process needs its own.
+                publisher_name: format!(
+                    "kelp-{}-{}",
+                    crate::config::hostname().unwrap_or_else(|| "host".into()),
+                    std::process::id()
+                ),
+                linger_us: config.seaweedmq_linger_us,
+                batch_bytes: config.seaweedmq_batch_bytes,
+                replay_bytes: config.seaweedmq_replay_bytes,
+                request_timeout_ms: config.seaweedmq_timeout_ms,
+                ..SeaweedOptions::default()
+            };
+            let handle = SeaweedCore::start(config.seaweedmq.clone(), config.grpc_core, opts)
+                .context("starting the gRPC core thread")?;
+            log::info!(
+                "SeaweedMQ backend: broker {} (gRPC thread {})",
+                config.seaweedmq,
+                config
+                    .grpc_core
+                    .map_or("not pinned".to_string(), |c| format!("on core {c}"))
+            );
+            Some(handle)
+        }
+    })
+}
+
+/// SIGTERM or SIGINT: every shard stops accepting and finishes what is in flight; whatever is
+/// still running when the grace period ends is cut off.
+fn spawn_signal_thread(mesh: Arc<Mesh>) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("kelp-signals".into())
         .spawn(move || {
@@ -126,25 +161,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .expect("installing signal handlers");
             if let Some(sig) = signals.forever().next() {
                 log::info!("signal {sig}: no longer accepting; finishing in-flight requests");
-                mesh_for_signals.shutdown_all();
-                // Whatever is still running when the grace period ends is cut off.
+                mesh.shutdown_all();
                 std::thread::sleep(Duration::from_millis(limits::SHUTDOWN_GRACE_MS));
                 log::warn!("shutdown grace period over; exiting");
                 std::process::exit(0);
             }
         })
         .context("starting the signal thread")?;
-
-    for h in handles {
-        let _ = h.join();
-    }
-    if let Some(s) = &seaweed {
-        s.shutdown();
-    }
-    if let Some(server) = metrics_server {
-        server.stop();
-    }
-    log::info!("kelp stopped");
     Ok(())
 }
 

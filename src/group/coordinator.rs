@@ -7,7 +7,7 @@
 //! Requests that must wait (JoinGroup until the rebalance completes, SyncGroup until the leader
 //! sends the assignment) get a oneshot receiver; the coordinator completes it later.
 
-use super::{FetchedOffsets, PartitionOffset};
+use super::{CommittedOffset, GroupDescription, JoinArgs, MemberDescription};
 use crate::error::ErrorCode;
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -93,31 +93,7 @@ pub enum Pending<T> {
     Later(oneshot::Receiver<T>),
 }
 
-/// Everything a JoinGroup carries that the coordinator needs.
-#[derive(Debug, Clone)]
-pub struct JoinArgs {
-    pub group_id: String,
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub protocol_type: String,
-    pub protocols: Vec<(String, Bytes)>,
-    pub session_timeout_ms: i32,
-    pub rebalance_timeout_ms: i32,
-    pub client_id: String,
-    pub client_host: String,
-    /// v4+: a new member must first get its id (MEMBER_ID_REQUIRED).
-    pub require_known_member_id: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommittedOffset {
-    pub offset: i64,
-    pub leader_epoch: i32,
-    pub metadata: Option<String>,
-    pub commit_time: Instant,
-}
-
-struct Member {
+pub(super) struct Member {
     group_instance_id: Option<String>,
     client_id: String,
     client_host: String,
@@ -125,7 +101,7 @@ struct Member {
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
     assignment: Bytes,
-    last_heartbeat: Instant,
+    pub(super) last_heartbeat: Instant,
     join_waiter: Option<oneshot::Sender<JoinResult>>,
     sync_waiter: Option<oneshot::Sender<SyncResult>>,
 }
@@ -147,7 +123,7 @@ pub struct Group {
     protocol_type: Option<String>,
     protocol_name: Option<String>,
     leader: Option<String>,
-    members: IndexMap<String, Member>,
+    pub(super) members: IndexMap<String, Member>,
     /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined, with when they expire.
     pending_members: HashMap<String, Instant>,
     static_members: HashMap<String, String>,
@@ -164,7 +140,7 @@ pub struct Group {
 }
 
 impl Group {
-    fn new(now: Instant) -> Self {
+    pub(super) fn new(now: Instant) -> Self {
         Group {
             state: GroupState::Empty,
             generation_id: 0,
@@ -241,7 +217,7 @@ impl Group {
     }
 
     /// Subscribed topics of every member, read from the consumer protocol's metadata.
-    fn subscribed_topics(&self) -> Option<HashSet<String>> {
+    pub(super) fn subscribed_topics(&self) -> Option<HashSet<String>> {
         if self.protocol_type.as_deref() != Some("consumer") {
             return None;
         }
@@ -639,7 +615,7 @@ impl Coordinator {
         }
     }
 
-    fn check_member(
+    pub(super) fn check_member(
         group: &Group,
         member_id: &str,
         instance: Option<&str>,
@@ -800,207 +776,6 @@ impl Coordinator {
         Ok(out)
     }
 
-    /// Checks that a commit is allowed; `Ok` means store the offsets.
-    pub fn check_commit(
-        &mut self,
-        group_id: &str,
-        member_id: &str,
-        instance: Option<&str>,
-        generation: i32,
-        now: Instant,
-    ) -> Result<(), ErrorCode> {
-        let group = self
-            .groups
-            .entry(group_id.to_string())
-            .or_insert_with(|| Group::new(now));
-        if generation < 0 && member_id.is_empty() {
-            // A commit from outside any generation (simple consumers, admin tools) is allowed
-            // while the group has no members; with members, Kafka answers UNKNOWN_MEMBER_ID.
-            return if group.state == GroupState::Empty {
-                Ok(())
-            } else {
-                Err(ErrorCode::UnknownMemberId)
-            };
-        }
-        Self::check_member(group, member_id, instance, generation)?;
-        // Like Kafka, a member of the current generation may commit while the group prepares a
-        // rebalance (clients commit on revoke before they rejoin); only once the new generation
-        // is being assigned is it too late.
-        match group.state {
-            GroupState::Stable | GroupState::PreparingRebalance => {
-                if let Some(m) = group.members.get_mut(member_id) {
-                    m.last_heartbeat = now;
-                }
-                Ok(())
-            }
-            GroupState::CompletingRebalance => Err(ErrorCode::RebalanceInProgress),
-            GroupState::Empty => Err(ErrorCode::UnknownMemberId),
-        }
-    }
-
-    pub fn store_offset(
-        &mut self,
-        group_id: &str,
-        topic: &str,
-        partition: i32,
-        offset: CommittedOffset,
-    ) -> ErrorCode {
-        if offset
-            .metadata
-            .as_ref()
-            .is_some_and(|m| m.len() > self.config.offset_metadata_max_bytes)
-        {
-            return ErrorCode::OffsetMetadataTooLarge;
-        }
-        if let Some(g) = self.groups.get_mut(group_id) {
-            g.offsets.insert((topic.to_string(), partition), offset);
-        }
-        ErrorCode::None
-    }
-
-    /// Stores an offset whether or not the group exists yet (a replayed or already checked
-    /// commit); creates the group, empty, when needed.
-    pub fn restore_offset(
-        &mut self,
-        group_id: &str,
-        topic: &str,
-        partition: i32,
-        offset: CommittedOffset,
-        now: Instant,
-    ) -> ErrorCode {
-        self.groups
-            .entry(group_id.to_string())
-            .or_insert_with(|| Group::new(now));
-        self.store_offset(group_id, topic, partition, offset)
-    }
-
-    /// Stores a checked commit's offsets (creating the group, empty, if it went meanwhile);
-    /// one error code per offset, in order.
-    pub fn commit_offsets(
-        &mut self,
-        group_id: &str,
-        offsets: Vec<(String, i32, i64, i32, Option<String>)>,
-        now: Instant,
-    ) -> Vec<ErrorCode> {
-        offsets
-            .into_iter()
-            .map(|(t, p, offset, leader_epoch, metadata)| {
-                self.restore_offset(
-                    group_id,
-                    &t,
-                    p,
-                    CommittedOffset {
-                        offset,
-                        leader_epoch,
-                        metadata,
-                        commit_time: now,
-                    },
-                    now,
-                )
-            })
-            .collect()
-    }
-
-    /// Whether a commit's metadata string is within the limit.
-    pub fn metadata_ok(&self, metadata: Option<&str>) -> bool {
-        metadata.is_none_or(|m| m.len() <= self.config.offset_metadata_max_bytes)
-    }
-
-    /// The (topic, partition) keys a group has offsets for.
-    pub fn offset_keys(&self, group_id: &str) -> Vec<(String, i32)> {
-        self.groups
-            .get(group_id)
-            .map(|g| g.offsets.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    pub fn committed(
-        &self,
-        group_id: &str,
-        topic: &str,
-        partition: i32,
-    ) -> Option<&CommittedOffset> {
-        self.groups
-            .get(group_id)?
-            .offsets
-            .get(&(topic.to_string(), partition))
-    }
-
-    /// OffsetFetch: the asked partitions (-1 where nothing is committed), or with `None` every
-    /// committed offset of the group, by topic.
-    pub fn fetch_offsets(
-        &self,
-        group_id: &str,
-        topics: Option<Vec<(String, Vec<i32>)>>,
-    ) -> FetchedOffsets {
-        let Some(topics) = topics else {
-            let mut by_topic: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
-            if let Some(g) = self.groups.get(group_id) {
-                for ((t, p), o) in &g.offsets {
-                    by_topic.entry(t.clone()).or_default().push((
-                        *p,
-                        o.offset,
-                        o.leader_epoch,
-                        o.metadata.clone(),
-                    ));
-                }
-            }
-            return by_topic.into_iter().collect();
-        };
-        topics
-            .into_iter()
-            .map(|(t, parts)| {
-                let rows = parts
-                    .into_iter()
-                    .map(|p| match self.committed(group_id, &t, p) {
-                        Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone()),
-                        None => (p, -1, -1, None),
-                    })
-                    .collect();
-                (t, rows)
-            })
-            .collect()
-    }
-
-    /// Deletes an empty group and its offsets.
-    pub fn delete_group(&mut self, group_id: &str) -> ErrorCode {
-        match self.groups.get(group_id) {
-            None => ErrorCode::GroupIdNotFound,
-            Some(g) if g.state != GroupState::Empty => ErrorCode::NonEmptyGroup,
-            Some(_) => {
-                self.groups.remove(group_id);
-                ErrorCode::None
-            }
-        }
-    }
-
-    /// Deletes committed offsets of topics no member subscribes to.
-    pub fn delete_offsets(
-        &mut self,
-        group_id: &str,
-        parts: &[(String, i32)],
-    ) -> Result<Vec<ErrorCode>, ErrorCode> {
-        let Some(g) = self.groups.get_mut(group_id) else {
-            return Err(ErrorCode::GroupIdNotFound);
-        };
-        let subscribed = if g.state == GroupState::Empty {
-            Some(HashSet::new())
-        } else {
-            g.subscribed_topics()
-        };
-        Ok(parts
-            .iter()
-            .map(|(t, p)| match &subscribed {
-                Some(s) if s.contains(t) => ErrorCode::GroupSubscribedToTopic,
-                None => ErrorCode::GroupSubscribedToTopic,
-                Some(_) => {
-                    g.offsets.remove(&(t.clone(), *p));
-                    ErrorCode::None
-                }
-            })
-            .collect())
-    }
-
     /// Session expiry, rebalance deadlines, the initial delay and offset retention.
     pub fn tick(&mut self, now: Instant) {
         let config = self.config.clone();
@@ -1086,22 +861,6 @@ impl Coordinator {
                 .collect(),
         })
     }
-}
-
-pub struct GroupDescription {
-    pub state: GroupState,
-    pub protocol_type: String,
-    pub protocol: String,
-    pub members: Vec<MemberDescription>,
-}
-
-pub struct MemberDescription {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub metadata: Bytes,
-    pub assignment: Bytes,
 }
 
 #[cfg(test)]

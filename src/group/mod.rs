@@ -8,15 +8,54 @@
 //! both backends.
 
 mod coordinator;
+mod offsets;
 
-pub use coordinator::{
-    CommittedOffset, Coordinator, GroupConfig, GroupDescription, GroupState, JoinArgs, JoinResult,
-    MemberDescription, Pending, SyncResult,
-};
+pub use coordinator::{Coordinator, GroupConfig, GroupState, JoinResult, Pending, SyncResult};
 
 use crate::error::ErrorCode;
 use bytes::Bytes;
 use std::time::Instant;
+
+/// Everything a JoinGroup carries that the coordinator needs.
+#[derive(Debug, Clone)]
+pub struct JoinArgs {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub client_id: String,
+    pub client_host: String,
+    /// v4+: a new member must first get its id (MEMBER_ID_REQUIRED).
+    pub require_known_member_id: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_time: Instant,
+}
+
+/// A group as DescribeGroups reports it.
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
 
 /// A group request addressed to the group's owning shard.
 #[derive(Debug)]

@@ -2,9 +2,10 @@
 //! registry on shard 0 and are answered once every shard has them.
 
 use super::configs::topic_config_entries;
+use super::fan_out::{fan_out, target};
 use super::str_bytes;
 use crate::error::ErrorCode;
-use crate::shard::{PartitionOp, PartitionReply, RegistryOp, Shard, TopicPartition};
+use crate::shard::{PartitionOp, PartitionReply, RegistryOp, Shard};
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -223,43 +224,32 @@ pub async fn create_partitions(
 pub async fn delete_records(shard: &Rc<Shard>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let table = shard.topics();
     let mut resp = DeleteRecordsResponse::default();
-    let mut ops = Vec::new();
-    let mut slots = Vec::new();
+    // (topic index, partition index, offset) per requested partition.
+    let mut items = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let meta = table.get(t.name.0.as_str());
         let mut tr = DeleteRecordsTopicResult::default();
         tr.name = t.name.clone();
         resp.topics.push(tr);
         for p in &t.partitions {
-            let ok =
-                meta.is_some_and(|m| p.partition_index >= 0 && p.partition_index < m.partitions);
-            slots.push((ti, p.partition_index, ok));
-            if ok {
-                ops.push((
-                    TopicPartition {
-                        topic: meta.expect("checked").name.clone(),
-                        partition: p.partition_index,
-                    },
-                    PartitionOp::DeleteRecords { offset: p.offset },
-                ));
-            }
+            let key = (ti, p.partition_index, p.offset);
+            items.push((key, target(meta, p.partition_index, false)));
         }
     }
-    let mut replies = shard.route(ops).await.into_iter();
-    for (ti, index, ok) in slots {
+    let replies = fan_out(shard, &mut items, |(_, _, offset)| {
+        PartitionOp::DeleteRecords { offset: *offset }
+    })
+    .await;
+    for (((ti, index, _), _), reply) in items.iter().zip(replies) {
         let mut pr = DeleteRecordsPartitionResult::default();
-        pr.partition_index = index;
+        pr.partition_index = *index;
         pr.low_watermark = -1;
-        if !ok {
-            pr.error_code = ErrorCode::UnknownTopicOrPartition.code();
-        } else {
-            match replies.next() {
-                Some(PartitionReply::DeleteRecords(Ok(lw))) => pr.low_watermark = lw,
-                Some(PartitionReply::DeleteRecords(Err(e))) => pr.error_code = e.code(),
-                _ => pr.error_code = ErrorCode::UnknownServerError.code(),
-            }
+        match reply {
+            Ok(PartitionReply::DeleteRecords(Ok(lw))) => pr.low_watermark = lw,
+            Ok(PartitionReply::DeleteRecords(Err(e))) | Err(e) => pr.error_code = e.code(),
+            Ok(_) => pr.error_code = ErrorCode::UnknownServerError.code(),
         }
-        resp.topics[ti].partitions.push(pr);
+        resp.topics[*ti].partitions.push(pr);
     }
     resp
 }

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
+use kafka_protocol::protocol::StrBytes;
 use std::rc::Rc;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -212,37 +213,60 @@ async fn alter_one(
     }
 }
 
+/// A config change asked of one resource: its type, its name, and (config, operation, value)
+/// per config (operation 0, SET, for the non-incremental AlterConfigs).
+type AlterResource = (i8, String, Vec<(String, i8, Option<String>)>);
+
+/// The core both AlterConfigs and IncrementalAlterConfigs run: one result per resource, in
+/// order.
+async fn alter(
+    shard: &Rc<Shard>,
+    resources: Vec<AlterResource>,
+    incremental: bool,
+    validate_only: bool,
+) -> Vec<Result<(), (ErrorCode, String)>> {
+    let mut out = Vec::with_capacity(resources.len());
+    for (resource_type, name, ops) in resources {
+        out.push(alter_one(shard, resource_type, &name, ops, incremental, validate_only).await);
+    }
+    out
+}
+
+/// A resource's error code and message, as both alter responses carry them.
+fn error_fields(result: Result<(), (ErrorCode, String)>) -> (i16, Option<StrBytes>) {
+    match result {
+        Ok(()) => (0, None),
+        Err((code, msg)) => (code.code(), Some(str_bytes(&msg))),
+    }
+}
+
 pub async fn alter_configs(shard: &Rc<Shard>, req: AlterConfigsRequest) -> AlterConfigsResponse {
     use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+    let asked = req
+        .resources
+        .iter()
+        .map(|res| {
+            let ops = res
+                .configs
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        0i8,
+                        c.value.as_ref().map(|v| v.to_string()),
+                    )
+                })
+                .collect();
+            (res.resource_type, res.resource_name.to_string(), ops)
+        })
+        .collect();
+    let results = alter(shard, asked, false, req.validate_only).await;
     let mut resp = AlterConfigsResponse::default();
-    for res in req.resources {
-        let ops = res
-            .configs
-            .iter()
-            .map(|c| {
-                (
-                    c.name.to_string(),
-                    0i8,
-                    c.value.as_ref().map(|v| v.to_string()),
-                )
-            })
-            .collect();
+    for (res, result) in req.resources.iter().zip(results) {
         let mut r = AlterConfigsResourceResponse::default();
         r.resource_type = res.resource_type;
         r.resource_name = res.resource_name.clone();
-        if let Err((code, msg)) = alter_one(
-            shard,
-            res.resource_type,
-            res.resource_name.as_str(),
-            ops,
-            false,
-            req.validate_only,
-        )
-        .await
-        {
-            r.error_code = code.code();
-            r.error_message = Some(str_bytes(&msg));
-        }
+        (r.error_code, r.error_message) = error_fields(result);
         resp.responses.push(r);
     }
     resp
@@ -253,35 +277,28 @@ pub async fn incremental_alter_configs(
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+    let asked = req
+        .resources
+        .iter()
+        .map(|res| {
+            let ops = res
+                .configs
+                .iter()
+                .map(|c| {
+                    let value = c.value.as_ref().map(|v| v.to_string());
+                    (c.name.to_string(), c.config_operation, value)
+                })
+                .collect();
+            (res.resource_type, res.resource_name.to_string(), ops)
+        })
+        .collect();
+    let results = alter(shard, asked, true, req.validate_only).await;
     let mut resp = IncrementalAlterConfigsResponse::default();
-    for res in req.resources {
-        let ops = res
-            .configs
-            .iter()
-            .map(|c| {
-                (
-                    c.name.to_string(),
-                    c.config_operation,
-                    c.value.as_ref().map(|v| v.to_string()),
-                )
-            })
-            .collect();
+    for (res, result) in req.resources.iter().zip(results) {
         let mut r = AlterConfigsResourceResponse::default();
         r.resource_type = res.resource_type;
         r.resource_name = res.resource_name.clone();
-        if let Err((code, msg)) = alter_one(
-            shard,
-            res.resource_type,
-            res.resource_name.as_str(),
-            ops,
-            true,
-            req.validate_only,
-        )
-        .await
-        {
-            r.error_code = code.code();
-            r.error_message = Some(str_bytes(&msg));
-        }
+        (r.error_code, r.error_message) = error_fields(result);
         resp.responses.push(r);
     }
     resp

@@ -3,6 +3,7 @@
 
 mod admin;
 mod configs;
+mod fan_out;
 mod fetch;
 mod groups;
 pub(crate) mod metadata;

@@ -1,9 +1,10 @@
 //! Produce and InitProducerId.
 
+use super::fan_out::{fan_out, lookup, target};
 use super::str_bytes;
 use crate::error::ErrorCode;
 use crate::partition::ProduceOutcome;
-use crate::shard::{PartitionOp, PartitionReply, Shard, TopicPartition};
+use crate::shard::{PartitionOp, PartitionReply, Shard};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
@@ -24,64 +25,38 @@ fn partition_response(index: i32, o: &ProduceOutcome) -> PartitionProduceRespons
 pub async fn produce(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> ProduceResponse {
     let acks_ok = matches!(req.acks, -1..=1);
     let table = shard.topics();
-    // Resolve every partition first; the ones that can go to their owner are routed together.
-    let mut slots: Vec<(usize, i32, Option<ProduceOutcome>)> = Vec::new();
-    let mut ops = Vec::new();
+    let by_id = version >= 13;
+    // (topic index, partition index, records) per requested partition.
+    let mut items = Vec::new();
     let mut topics_out = Vec::with_capacity(req.topic_data.len());
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
-        let meta = if version >= 13 {
-            table.get_by_id(&topic.topic_id).cloned()
-        } else {
-            table.get(topic.name.0.as_str()).cloned()
-        };
+        let meta = lookup(&table, topic.name.0.as_str(), &topic.topic_id, by_id);
         let mut t = TopicProduceResponse::default();
         t.name = topic.name.clone();
         t.topic_id = topic.topic_id;
         topics_out.push(t);
         for p in topic.partition_data {
-            let error = if !acks_ok {
-                Some(ErrorCode::InvalidRequiredAcks)
+            let target = if acks_ok {
+                target(meta, p.index, by_id)
             } else {
-                match &meta {
-                    Some(m) if p.index >= 0 && p.index < m.partitions => None,
-                    _ if version >= 13 && meta.is_none() => Some(ErrorCode::UnknownTopicId),
-                    _ => Some(ErrorCode::UnknownTopicOrPartition),
-                }
+                Err(ErrorCode::InvalidRequiredAcks)
             };
-            match (error, &meta) {
-                (None, Some(m)) => {
-                    slots.push((ti, p.index, None));
-                    ops.push((
-                        TopicPartition {
-                            topic: m.name.clone(),
-                            partition: p.index,
-                        },
-                        PartitionOp::Produce { records: p.records },
-                    ));
-                }
-                (e, _) => slots.push((
-                    ti,
-                    p.index,
-                    Some(ProduceOutcome::error(
-                        e.unwrap_or(ErrorCode::UnknownTopicOrPartition),
-                        None,
-                    )),
-                )),
-            }
+            items.push(((ti, p.index, p.records), target));
         }
     }
-    let mut replies = shard.route(ops).await.into_iter();
-    for (ti, index, outcome) in slots {
-        let outcome = match outcome {
-            Some(o) => o,
-            None => match replies.next() {
-                Some(PartitionReply::Produce(o)) => o,
-                _ => ProduceOutcome::error(ErrorCode::UnknownServerError, None),
-            },
+    let replies = fan_out(shard, &mut items, |(_, _, records)| PartitionOp::Produce {
+        records: records.take(),
+    })
+    .await;
+    for (((ti, index, _), _), reply) in items.iter().zip(replies) {
+        let outcome = match reply {
+            Ok(PartitionReply::Produce(o)) => o,
+            Ok(_) => ProduceOutcome::error(ErrorCode::UnknownServerError, None),
+            Err(e) => ProduceOutcome::error(e, None),
         };
-        topics_out[ti]
+        topics_out[*ti]
             .partition_responses
-            .push(partition_response(index, &outcome));
+            .push(partition_response(*index, &outcome));
     }
     let mut resp = ProduceResponse::default();
     resp.responses = topics_out;

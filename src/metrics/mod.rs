@@ -230,12 +230,28 @@ impl Metrics {
     /// Writes every metric in the Prometheus text format (0.0.4). A (shard, API) pair appears
     /// from its first request on, as labelled series do in Prometheus client libraries.
     pub fn render(&self, out: &mut String) {
-        let names: Vec<String> = SUPPORTED_APIS
-            .iter()
-            .map(|(k, _, _)| format!("{k:?}"))
-            .chain(std::iter::once("Unknown".to_string()))
-            .collect();
+        let names = api_names();
         // Read each (shard, API) once so that all families print the same numbers.
+        let rows = self.read_rows(&names);
+        render_per_api(out, &rows);
+        render_durations(out, &rows);
+        self.render_per_shard(out);
+        self.render_seaweedmq(out);
+        header(
+            out,
+            "kelp_build_info",
+            "Always 1; the version label is kelp's.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "kelp_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+
+    /// Every (shard, API) pair that has served a request, each counter read once.
+    fn read_rows<'a>(&self, names: &'a [String]) -> Vec<Row<'a>> {
         let mut rows = Vec::new();
         for (shard, m) in self.shards.iter().enumerate() {
             for (slot, a) in m.apis.iter().enumerate() {
@@ -257,83 +273,10 @@ impl Metrics {
                 });
             }
         }
-        let per_api: [(&str, &str, RowValue); 4] = [
-            (
-                "kelp_requests_total",
-                "Requests finished, by the shard that read them and their API. A request counts \
-                 when it is answered (or, for acks=0 produce, handled), fails to decode, or is \
-                 abandoned because its connection closed.",
-                |r| r.count,
-            ),
-            (
-                "kelp_request_errors_total",
-                "Requests that failed: frames that could not be decoded (the connection is \
-                 closed; api=\"Unknown\" for API keys kelp does not serve), requests abandoned \
-                 because their connection closed, and answers carrying any non-zero error code \
-                 (top level, per topic, per partition or per group; this includes codes clients \
-                 expect in normal operation, such as MEMBER_ID_REQUIRED and \
-                 REBALANCE_IN_PROGRESS).",
-                |r| r.errors,
-            ),
-            (
-                "kelp_request_bytes_total",
-                "Bytes of request frames, size prefix included.",
-                |r| r.bytes_in,
-            ),
-            (
-                "kelp_response_bytes_total",
-                "Bytes of response frames, size prefix included (0 for acks=0 produce).",
-                |r| r.bytes_out,
-            ),
-        ];
-        for (name, help, value) in per_api {
-            header(out, name, help, "counter");
-            for r in &rows {
-                let _ = writeln!(
-                    out,
-                    "{name}{{shard=\"{}\",api=\"{}\"}} {}",
-                    r.shard,
-                    r.api,
-                    value(r)
-                );
-            }
-        }
-        let name = "kelp_request_duration_seconds";
-        header(
-            out,
-            name,
-            "Time from taking a request's frame off the read buffer to its response being \
-             ready to write.",
-            "histogram",
-        );
-        for r in &rows {
-            let mut cumulative = 0;
-            for (k, n) in r.buckets.iter().enumerate() {
-                cumulative += n;
-                let le = if k < DURATION_BUCKETS {
-                    ((BUCKET_BASE_NS << k) as f64 / 1e9).to_string()
-                } else {
-                    "+Inf".to_string()
-                };
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{shard=\"{}\",api=\"{}\",le=\"{le}\"}} {cumulative}",
-                    r.shard, r.api
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{name}_sum{{shard=\"{}\",api=\"{}\"}} {}",
-                r.shard,
-                r.api,
-                r.duration_ns as f64 / 1e9
-            );
-            let _ = writeln!(
-                out,
-                "{name}_count{{shard=\"{}\",api=\"{}\"}} {}",
-                r.shard, r.api, r.count
-            );
-        }
+        rows
+    }
+
+    fn render_per_shard(&self, out: &mut String) {
         let per_shard: [(&str, &str, &str, ShardValue); 4] = [
             (
                 "kelp_connections",
@@ -372,33 +315,118 @@ impl Metrics {
         header(out, "kelp_topics", "Topics the broker holds.", "gauge");
         let topics = self.shards.first().map_or(0, |m| m.topics.get());
         let _ = writeln!(out, "kelp_topics {topics}");
-        if let Some(stats) = self.seaweedmq.get() {
-            let (sends, records) = stats.read();
-            header(
-                out,
-                "kelp_seaweedmq_publish_sends_total",
-                "Times a SeaweedMQ publisher handed records to its stream at once (one write).",
-                "counter",
-            );
-            let _ = writeln!(out, "kelp_seaweedmq_publish_sends_total {sends}");
-            header(
-                out,
-                "kelp_seaweedmq_published_records_total",
-                "Records sent to SeaweedMQ (one DataMessage each; resends included).",
-                "counter",
-            );
-            let _ = writeln!(out, "kelp_seaweedmq_published_records_total {records}");
-        }
+    }
+
+    fn render_seaweedmq(&self, out: &mut String) {
+        let Some(stats) = self.seaweedmq.get() else {
+            return;
+        };
+        let (sends, records) = stats.read();
         header(
             out,
-            "kelp_build_info",
-            "Always 1; the version label is kelp's.",
-            "gauge",
+            "kelp_seaweedmq_publish_sends_total",
+            "Times a SeaweedMQ publisher handed records to its stream at once (one write).",
+            "counter",
+        );
+        let _ = writeln!(out, "kelp_seaweedmq_publish_sends_total {sends}");
+        header(
+            out,
+            "kelp_seaweedmq_published_records_total",
+            "Records sent to SeaweedMQ (one DataMessage each; resends included).",
+            "counter",
+        );
+        let _ = writeln!(out, "kelp_seaweedmq_published_records_total {records}");
+    }
+}
+
+/// The `api` label of each metrics slot: the served APIs, then `Unknown`.
+fn api_names() -> Vec<String> {
+    SUPPORTED_APIS
+        .iter()
+        .map(|(k, _, _)| format!("{k:?}"))
+        .chain(std::iter::once("Unknown".to_string()))
+        .collect()
+}
+
+fn render_per_api(out: &mut String, rows: &[Row]) {
+    let per_api: [(&str, &str, RowValue); 4] = [
+        (
+            "kelp_requests_total",
+            "Requests finished, by the shard that read them and their API. A request counts \
+                 when it is answered (or, for acks=0 produce, handled), fails to decode, or is \
+                 abandoned because its connection closed.",
+            |r| r.count,
+        ),
+        (
+            "kelp_request_errors_total",
+            "Requests that failed: frames that could not be decoded (the connection is \
+                 closed; api=\"Unknown\" for API keys kelp does not serve), requests abandoned \
+                 because their connection closed, and answers carrying any non-zero error code \
+                 (top level, per topic, per partition or per group; this includes codes clients \
+                 expect in normal operation, such as MEMBER_ID_REQUIRED and \
+                 REBALANCE_IN_PROGRESS).",
+            |r| r.errors,
+        ),
+        (
+            "kelp_request_bytes_total",
+            "Bytes of request frames, size prefix included.",
+            |r| r.bytes_in,
+        ),
+        (
+            "kelp_response_bytes_total",
+            "Bytes of response frames, size prefix included (0 for acks=0 produce).",
+            |r| r.bytes_out,
+        ),
+    ];
+    for (name, help, value) in per_api {
+        header(out, name, help, "counter");
+        for r in rows {
+            let _ = writeln!(
+                out,
+                "{name}{{shard=\"{}\",api=\"{}\"}} {}",
+                r.shard,
+                r.api,
+                value(r)
+            );
+        }
+    }
+}
+
+fn render_durations(out: &mut String, rows: &[Row]) {
+    let name = "kelp_request_duration_seconds";
+    header(
+        out,
+        name,
+        "Time from taking a request's frame off the read buffer to its response being \
+             ready to write.",
+        "histogram",
+    );
+    for r in rows {
+        let mut cumulative = 0;
+        for (k, n) in r.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = if k < DURATION_BUCKETS {
+                ((BUCKET_BASE_NS << k) as f64 / 1e9).to_string()
+            } else {
+                "+Inf".to_string()
+            };
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{shard=\"{}\",api=\"{}\",le=\"{le}\"}} {cumulative}",
+                r.shard, r.api
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{shard=\"{}\",api=\"{}\"}} {}",
+            r.shard,
+            r.api,
+            r.duration_ns as f64 / 1e9
         );
         let _ = writeln!(
             out,
-            "kelp_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
+            "{name}_count{{shard=\"{}\",api=\"{}\"}} {}",
+            r.shard, r.api, r.count
         );
     }
 }
