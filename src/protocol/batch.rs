@@ -593,4 +593,199 @@ mod tests {
             Err(BatchError::DecompressedTooLarge { .. })
         ));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::io::Write;
+
+        /// A record as the tests write it: key, value, headers.
+        type Rec = (
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        );
+
+        fn bytes() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(any::<u8>(), 0..40)
+        }
+
+        fn record() -> impl Strategy<Value = Rec> {
+            let header = (bytes(), proptest::option::of(bytes()));
+            (
+                proptest::option::of(bytes()),
+                proptest::option::of(bytes()),
+                proptest::collection::vec(header, 0..3),
+            )
+        }
+
+        fn compress(codec: i16, body: &[u8]) -> Vec<u8> {
+            match codec {
+                0 => body.to_vec(),
+                1 => {
+                    let mut e = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+                    e.write_all(body).unwrap();
+                    e.finish().unwrap()
+                }
+                2 => snap::raw::Encoder::new().compress_vec(body).unwrap(),
+                3 => {
+                    let mut e = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+                    e.write_all(body).unwrap();
+                    e.finish().0
+                }
+                _ => zstd::encode_all(body, 1).unwrap(),
+            }
+        }
+
+        fn put(out: &mut Vec<u8>, b: Option<&[u8]>) {
+            match b {
+                Some(b) => {
+                    put_varint(out, b.len() as i64);
+                    out.extend_from_slice(b);
+                }
+                None => put_varint(out, -1),
+            }
+        }
+
+        /// A v2 batch of `recs` under `codec`, written field by field from the protocol's
+        /// layout (not with the code under test).
+        fn encode(recs: &[Rec], codec: i16, producer: (i64, i16, i32)) -> Vec<u8> {
+            let mut body = Vec::new();
+            for (i, (k, v, hs)) in recs.iter().enumerate() {
+                let mut r = vec![0u8];
+                put_varint(&mut r, i as i64 * 3); // timestamp delta
+                put_varint(&mut r, i as i64); // offset delta
+                put(&mut r, k.as_deref());
+                put(&mut r, v.as_deref());
+                put_varint(&mut r, hs.len() as i64);
+                for (hk, hv) in hs {
+                    put(&mut r, Some(hk));
+                    put(&mut r, hv.as_deref());
+                }
+                put_varint(&mut body, r.len() as i64);
+                body.extend_from_slice(&r);
+            }
+            let body = compress(codec, &body);
+            let n = recs.len() as i32;
+            let mut b = Vec::new();
+            b.extend_from_slice(&0i64.to_be_bytes());
+            b.extend_from_slice(&((BATCH_HEADER_BYTES - 12 + body.len()) as i32).to_be_bytes());
+            b.extend_from_slice(&(-1i32).to_be_bytes());
+            b.push(2);
+            b.extend_from_slice(&[0; 4]);
+            b.extend_from_slice(&codec.to_be_bytes());
+            b.extend_from_slice(&(n - 1).to_be_bytes());
+            b.extend_from_slice(&1000i64.to_be_bytes());
+            b.extend_from_slice(&(1000 + 3 * (n as i64 - 1)).to_be_bytes());
+            b.extend_from_slice(&producer.0.to_be_bytes());
+            b.extend_from_slice(&producer.1.to_be_bytes());
+            b.extend_from_slice(&producer.2.to_be_bytes());
+            b.extend_from_slice(&n.to_be_bytes());
+            b.extend_from_slice(&body);
+            let crc = crc32c::crc32c(&b[OFFSET_ATTRIBUTES..]);
+            b[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+            b
+        }
+
+        fn parsed(batch: &[u8]) -> Vec<Rec> {
+            let section = records_section(batch, 1 << 20).expect("records section");
+            parse_records(&section)
+                .expect("records parse")
+                .into_iter()
+                .map(|r| {
+                    let hs = r
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                        .collect();
+                    (r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec), hs)
+                })
+                .collect()
+        }
+
+        proptest! {
+            /// Any records under any codec validate, report what the header says, and parse
+            /// back to what was written.
+            #[test]
+            fn any_batch_validates_and_parses_back(
+                recs in proptest::collection::vec(record(), 1..8),
+                codec in 0i16..5,
+                producer in (any::<i64>(), any::<i16>(), any::<i32>()),
+            ) {
+                let b = encode(&recs, codec, producer);
+                let info = validate_one(&b, 1 << 20).expect("valid batch");
+                prop_assert_eq!(info.records_count as usize, recs.len());
+                prop_assert_eq!(info.codec, Codec::from_attributes(codec).unwrap());
+                prop_assert_eq!(
+                    (info.producer_id, info.producer_epoch, info.base_sequence),
+                    producer
+                );
+                prop_assert_eq!(parsed(&b), recs);
+                let all = Bytes::from([b.clone(), b.clone()].concat());
+                prop_assert_eq!(split_and_validate(&all, 1 << 20).unwrap().len(), 2);
+            }
+
+            /// Stamping writes the offset (and the append time), keeps the CRC valid and the
+            /// records as they were.
+            #[test]
+            fn stamping_keeps_batches_valid(
+                recs in proptest::collection::vec(record(), 1..4),
+                codec in 0i16..5,
+                base in 0i64..i64::MAX,
+                append_time in proptest::option::of(0i64..i64::MAX),
+            ) {
+                let b = encode(&recs, codec, (-1, -1, -1));
+                let s = stamp(&b, base, append_time);
+                validate_one(&s, 1 << 20).expect("stamped batch stays valid");
+                prop_assert_eq!(base_offset(&s), base);
+                prop_assert_eq!(is_log_append_time(&s), append_time.is_some());
+                if let Some(t) = append_time {
+                    prop_assert_eq!(max_timestamp(&s), t);
+                }
+                prop_assert_eq!(parsed(&s), recs);
+            }
+
+            /// Any change to a byte the CRC covers (or to the CRC) is refused.
+            #[test]
+            fn any_corrupted_byte_is_refused(
+                recs in proptest::collection::vec(record(), 1..4),
+                codec in 0i16..5,
+                at in any::<proptest::sample::Index>(),
+                flip in 1u8..=255,
+            ) {
+                let mut b = encode(&recs, codec, (-1, -1, -1));
+                let i = OFFSET_CRC + at.index(b.len() - OFFSET_CRC);
+                b[i] ^= flip;
+                let crc_refused = matches!(
+                    validate_one(&b, 1 << 20),
+                    Err(BatchError::CrcMismatch { .. })
+                );
+                prop_assert!(crc_refused);
+            }
+
+            /// Bytes that are not a batch, or a batch whose records are garbage under a valid
+            /// CRC, get an error, never a panic.
+            #[test]
+            fn garbage_never_panics(
+                junk in proptest::collection::vec(any::<u8>(), 0..200),
+                codec in 0i16..8,
+                count in any::<i32>(),
+            ) {
+                let _ = split_and_validate(&Bytes::from(junk.clone()), 1 << 16);
+                let mut b = encode(&[(None, None, vec![])], 0, (-1, -1, -1));
+                b.truncate(BATCH_HEADER_BYTES);
+                b.extend_from_slice(&junk);
+                let len = (b.len() - BATCH_LOG_OVERHEAD_BYTES) as i32;
+                b[8..12].copy_from_slice(&len.to_be_bytes());
+                b[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&codec.to_be_bytes());
+                b[OFFSET_LAST_OFFSET_DELTA..OFFSET_LAST_OFFSET_DELTA + 4]
+                    .copy_from_slice(&count.wrapping_sub(1).to_be_bytes());
+                b[OFFSET_RECORDS_COUNT..OFFSET_RECORDS_COUNT + 4].copy_from_slice(&count.to_be_bytes());
+                let crc = crc32c::crc32c(&b[OFFSET_ATTRIBUTES..]);
+                b[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+                let _ = validate_one(&b, 1 << 16);
+                let _ = split_and_validate(&Bytes::from(b), 1 << 16);
+            }
+        }
+    }
 }

@@ -95,4 +95,36 @@ mod tests {
         assert_eq!(decode_value(b""), Some(None));
         assert_eq!(decode_value(b"\x09garbage"), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_key_round_trips(group in ".{0,40}", topic in ".{0,40}", partition: i32) {
+            let k = encode_key(&group, &topic, partition);
+            proptest::prop_assert_eq!(decode_key(&k), Some((group, topic, partition)));
+            // Any shorter prefix is refused, never misread.
+            for cut in 0..k.len() {
+                proptest::prop_assert_eq!(decode_key(&k[..cut]), None);
+            }
+        }
+
+        #[test]
+        fn any_value_round_trips(
+            offset: i64,
+            epoch: i32,
+            commit_ms: i64,
+            metadata in proptest::option::of(".{0,64}"),
+        ) {
+            let v = encode_value(offset, epoch, commit_ms, metadata.as_deref());
+            proptest::prop_assert_eq!(
+                decode_value(&v),
+                Some(Some((offset, epoch, commit_ms, metadata)))
+            );
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = decode_key(&bytes);
+            let _ = decode_value(&bytes);
+        }
+    }
 }
