@@ -45,11 +45,21 @@ rand_hex() {
 
 # start_weed_broker WEED DIR MASTER_PORT BROKER_PORT: starts `weed mq.broker` in its own
 # session (so that it can be signalled with its children), appending to DIR/broker.log, and
-# records its pid in DIR/broker.pid. -logFlushInterval=0: the broker hands each buffered record
-# to the filer as soon as the next one arrives, rather than every 5 s.
+# records its pid in DIR/broker.pid. The broker runs with its default flags (flush interval
+# 5 s: with kelp's broker patches acks wait for the filer anyway, see scripts/seaweedfs) plus
+# $SEAWEEDMQ_BROKER_FLAGS, word-split, which the first start records in DIR/broker.flags so that
+# restarts (scripts/seaweedmq-broker.sh) run with the same flags when it is not set.
 start_weed_broker() {
-    setsid "$1" mq.broker -master="127.0.0.1:$3" -ip=127.0.0.1 -port="$4" \
-        -logFlushInterval=0 >>"$2/broker.log" 2>&1 </dev/null &
+    local extra
+    if [ -n "${SEAWEEDMQ_BROKER_FLAGS+set}" ]; then
+        extra=$SEAWEEDMQ_BROKER_FLAGS
+        printf '%s\n' "$extra" >"$2/broker.flags"
+    else
+        extra=$(cat "$2/broker.flags" 2>/dev/null || true)
+    fi
+    # shellcheck disable=SC2086 # the extra flags are meant to be word-split
+    setsid "$1" mq.broker -master="127.0.0.1:$3" -ip=127.0.0.1 -port="$4" $extra \
+        >>"$2/broker.log" 2>&1 </dev/null &
     echo $! >"$2/broker.pid"
 }
 
