@@ -45,6 +45,9 @@ pub mod limits {
     /// How often each shard makes sure it holds a publish stream open to every SeaweedMQ
     /// partition it owns.
     pub const SEAWEEDMQ_ATTACH_CHECK_MS: u64 = 1_000;
+    /// How often the gRPC core writes the partition marks that moved to the filer (a crash of
+    /// kelp loses at most this much of them; see `seaweedmq::marks`).
+    pub const SEAWEEDMQ_MARK_INTERVAL_MS: u64 = 1_000;
     /// SeaweedMQ's partition ring has 2520 slots, so a topic there has at most 2520 partitions.
     pub const SEAWEEDMQ_PARTITIONS_MAX: i32 = 2520;
     /// How often each shard applies time-based retention to the partitions it owns.
@@ -114,11 +117,13 @@ pub struct Config {
     #[arg(long, env = "KELP_SEAWEEDMQ_CACHE_BYTES", default_value_t = 1024 * 1024)]
     pub seaweedmq_cache_bytes: usize,
 
-    /// Bytes of its most recently acked records (with bookkeeping) each SeaweedMQ partition's
-    /// publisher keeps, to publish them again at their offsets if the broker restarts without
-    /// them (a SeaweedMQ broker acks records before the filer has them). 0: keep none.
-    #[arg(long, env = "KELP_SEAWEEDMQ_REPLAY_BYTES", default_value_t = 1024 * 1024)]
-    pub seaweedmq_replay_bytes: usize,
+    /// The SeaweedFS filer, named as SeaweedFS names it: HOST:PORT (its HTTP port; kelp talks
+    /// gRPC to PORT+10000) or HOST:PORT.GRPCPORT. kelp keeps each partition's mark there (how
+    /// far its acknowledged records reach), so that after a restart it can tell whether
+    /// SeaweedMQ kept them all, and fence a partition that lost records instead of serving it.
+    /// Without it, kelp checks only what it saw itself since it started.
+    #[arg(long, env = "KELP_SEAWEEDMQ_FILER")]
+    pub seaweedmq_filer: Option<String>,
 
     /// How long one SeaweedMQ call (or a publish's wait for its acks) may take.
     #[arg(long, env = "KELP_SEAWEEDMQ_TIMEOUT_MS", default_value_t = 10_000)]
@@ -268,6 +273,10 @@ impl Config {
         }
         if self.metrics_listen == Some(self.listen) {
             return Err("--metrics-listen must differ from --listen".into());
+        }
+        if let Some(f) = &self.seaweedmq_filer {
+            crate::seaweedmq::filer::grpc_address(f)
+                .map_err(|e| format!("--seaweedmq-filer: {e}"))?;
         }
         Ok(())
     }

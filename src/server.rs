@@ -121,6 +121,19 @@ fn start_grpc_core(config: &Config) -> anyhow::Result<Option<SeaweedHandle>> {
     Ok(match config.backend {
         Backend::Memory => None,
         Backend::Seaweedmq => {
+            let filer = match &config.seaweedmq_filer {
+                Some(f) => {
+                    Some(crate::seaweedmq::filer::grpc_address(f).map_err(anyhow::Error::msg)?)
+                }
+                None => {
+                    log::warn!(
+                        "no --seaweedmq-filer: kelp cannot tell after a restart whether SeaweedMQ \
+                         kept every record it acknowledged (stock SeaweedFS 4.44-4.53 may not), \
+                         so it checks only what this process sees"
+                    );
+                    None
+                }
+            };
             let opts = SeaweedOptions {
                 // The broker tracks publishers by name: each kelp process needs its own.
                 publisher_name: format!(
@@ -130,7 +143,8 @@ fn start_grpc_core(config: &Config) -> anyhow::Result<Option<SeaweedHandle>> {
                 ),
                 linger_us: config.seaweedmq_linger_us,
                 batch_bytes: config.seaweedmq_batch_bytes,
-                replay_bytes: config.seaweedmq_replay_bytes,
+                filer: filer.clone(),
+                mark_interval_ms: limits::SEAWEEDMQ_MARK_INTERVAL_MS,
                 request_timeout_ms: config.seaweedmq_timeout_ms,
                 ..SeaweedOptions::default()
             };

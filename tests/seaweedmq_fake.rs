@@ -1,14 +1,18 @@
 //! The SeaweedMQ gRPC core against an in-process **fake** broker (`tests/fake_broker`), for the
-//! one fault a real broker shows only by chance: it stores records and then the stream breaks
-//! before their acks arrive (the broker died, or the connection did). The real-broker tests
-//! (`tests/seaweedmq_core.rs`, `scripts/test-seaweedmq.sh`) cover everything else.
+//! faults a real broker shows only by chance: it stores records and then the stream breaks
+//! before their acks arrive (the broker died, or the connection did), and, as stock SeaweedFS
+//! 4.53 does after a crash, it comes back without records it acknowledged or numbers new records
+//! below acknowledged ones. The real-broker tests (`tests/seaweedmq_core.rs`,
+//! `scripts/test-seaweedmq.sh`, `scripts/test-seaweedmq-faults.sh`) cover everything else.
 
 mod fake_broker;
 
 use bytes::Bytes;
 use fake_broker::{DropStream, FakeBroker};
 use futures::channel::oneshot;
-use kelp::seaweedmq::{Record, SeaweedCore, SeaweedHandle, SeaweedOptions, SeaweedResult};
+use kelp::seaweedmq::{
+    Record, SeaweedCore, SeaweedError, SeaweedHandle, SeaweedOptions, SeaweedResult,
+};
 use std::time::{Duration, Instant};
 
 /// Waits for a reply from the gRPC core, up to a generous deadline.
@@ -92,16 +96,16 @@ fn check(fake: &FakeBroker, n: usize, offsets: &[i64]) {
     assert_eq!(values, want, "in the order they were published");
 }
 
-/// Plays a stream drop at `at` with the last `unacked` records stored but not acked (and the
-/// `forget` acked before them lost), while `n` records go out in calls of `per_call`, and
-/// checks each is stored once, at the offset it was acked at.
-fn play(at: usize, unacked: usize, forget: usize, n: usize, per_call: usize) {
+/// Plays a stream drop at `at` with the last `unacked` records stored but not acked, while `n`
+/// records go out in calls of `per_call`, and checks each is stored once, at the offset it was
+/// acked at.
+fn play(at: usize, unacked: usize, n: usize, per_call: usize) {
     let fake = FakeBroker::start(1, true, None);
     fake.drop_stream(DropStream {
         partition: 0,
         at,
         unacked,
-        forget,
+        ..DropStream::default()
     });
     let offsets = publish_all(&fake, n, per_call);
     check(&fake, n, &offsets);
@@ -110,30 +114,131 @@ fn play(at: usize, unacked: usize, forget: usize, n: usize, per_call: usize) {
 #[test]
 fn records_stored_before_the_stream_broke_are_not_sent_again() {
     // Records 54..59 are stored but never acked; 60.. were sent and never read.
-    play(60, 6, 0, 200, 10);
+    play(60, 6, 200, 10);
 }
 
 #[test]
 fn a_stream_that_breaks_inside_one_call_keeps_that_calls_records_single() {
     // One call of 99 records: the break falls in its middle, with part of it stored.
-    play(40, 15, 0, 100, 99);
+    play(40, 15, 100, 99);
+}
+
+/// Every call's outcome, in order, for records `range` in calls of `per_call` (all queued before
+/// any answer is awaited).
+fn publish_results(
+    handle: &SeaweedHandle,
+    range: std::ops::Range<usize>,
+    per_call: usize,
+) -> Vec<(Vec<usize>, SeaweedResult<Vec<i64>>)> {
+    let calls: Vec<Vec<usize>> = range
+        .collect::<Vec<_>>()
+        .chunks(per_call)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let replies: Vec<_> = calls
+        .iter()
+        .map(|c| {
+            let records = c
+                .iter()
+                .map(|&i| Record::new(Bytes::new(), value(i), 1 + i as i64))
+                .collect();
+            handle.publish_now("t", 0, records).expect("queued")
+        })
+        .collect();
+    calls
+        .into_iter()
+        .zip(replies)
+        .map(|(c, r)| (c, wait(r)))
+        .collect()
+}
+
+/// What the fenced-partition tests check: every record acked is in the broker's log at the
+/// offset it was acked at, no two acked records share an offset, the calls after the fault
+/// fail with `Fenced`, and reads of the partition say so too.
+fn check_fenced(
+    fake: &FakeBroker,
+    handle: &SeaweedHandle,
+    results: &[(Vec<usize>, SeaweedResult<Vec<i64>>)],
+) {
+    let log = fake.log(0);
+    let mut taken = std::collections::HashMap::new();
+    let mut fenced = 0;
+    for (records, result) in results {
+        match result {
+            Ok(offsets) => {
+                for (&i, &o) in records.iter().zip(offsets) {
+                    assert!(
+                        taken.insert(o, i).is_none(),
+                        "two records acknowledged at offset {o}"
+                    );
+                    if let Some(m) = log.get(o as usize) {
+                        assert_eq!(m.value, value(i), "record {i} is not at offset {o}");
+                    }
+                }
+            }
+            Err(SeaweedError::Fenced { .. }) => fenced += 1,
+            Err(e) => panic!("a call failed with {e}, not with the fence"),
+        }
+    }
+    assert!(fenced > 0, "no call was refused: the fault went unnoticed");
+    let refused = wait(
+        handle
+            .publish_now("t", 0, vec![Record::new(Bytes::new(), value(0), 1)])
+            .unwrap(),
+    );
+    assert!(
+        matches!(refused, Err(SeaweedError::Fenced { .. })),
+        "{refused:?}"
+    );
+    let read = futures::executor::block_on(handle.fetch("t", 0, 0, 1 << 20, 10));
+    assert!(matches!(read, Err(SeaweedError::Fenced { .. })), "{read:?}");
 }
 
 #[test]
-fn acked_records_a_restarted_broker_lost_are_published_again_at_their_offsets() {
-    // The broker comes back with its log ending at 44: records 44..53 had been acked.
-    play(60, 6, 10, 200, 10);
+fn a_broker_that_lost_acked_records_is_fenced_not_written_over() {
+    // The broker comes back with its log ending at 44: records 44..53 had been acked. Anything
+    // sent now would take their offsets.
+    let fake = FakeBroker::start(1, true, None);
+    fake.drop_stream(DropStream {
+        partition: 0,
+        at: 60,
+        unacked: 6,
+        forget: 10,
+        ..DropStream::default()
+    });
+    let handle = core(&fake);
+    let mut results = publish_results(&handle, 0..1, 1);
+    results.extend(publish_results(&handle, 1..200, 10));
+    assert_eq!(fake.log(0).len(), 44, "nothing was written after the loss");
+    check_fenced(&fake, &handle, &results);
+    handle.shutdown();
 }
 
 #[test]
-fn lost_records_of_a_call_still_waiting_are_restored_in_order() {
-    // The broker forgets everything: record 0 (its own call, answered) comes back from the
-    // replay ring; the call of 99, 24 of them acked but not yet answered, is sent again whole.
-    play(40, 15, 25, 100, 99);
+fn a_broker_that_numbers_records_below_acked_ones_is_fenced() {
+    // The broker keeps its log (60 records) but numbers the next records from 50, as 4.53 does
+    // after a crash when its last offset checkpoint is behind its log: the first such ack must
+    // not reach a caller.
+    let fake = FakeBroker::start(1, true, None);
+    fake.drop_stream(DropStream {
+        partition: 0,
+        at: 60,
+        renumber: 10,
+        ..DropStream::default()
+    });
+    let handle = core(&fake);
+    let mut results = publish_results(&handle, 0..60, 10);
+    assert!(
+        results.iter().all(|(_, r)| r.is_ok()),
+        "the first 60 are acked"
+    );
+    results.extend(publish_results(&handle, 60..100, 10));
+    check_fenced(&fake, &handle, &results);
+    handle.shutdown();
 }
 
 #[test]
-fn acked_records_lost_while_nothing_was_in_flight_are_published_again() {
+fn acked_records_lost_while_nothing_was_in_flight_fence_the_partition() {
     // The stream drops right after record 49's ack, with nothing in flight, and the broker
     // comes back without records 40..49: the publisher must find that out before it sends
     // anything else.
@@ -141,21 +246,73 @@ fn acked_records_lost_while_nothing_was_in_flight_are_published_again() {
     fake.drop_stream(DropStream {
         partition: 0,
         at: 50,
-        unacked: 0,
         forget: 10,
+        ..DropStream::default()
     });
     let handle = core(&fake);
-    let mut offsets = publish(&handle, 0..50, 10);
-    // Wait until the publisher has seen the drop and opened a new stream (an attach opens one
-    // when there is none).
+    let mut results = publish_results(&handle, 0..50, 10);
+    // Wait until the publisher has seen the drop (an attach reopens the stream, and checks the
+    // log first).
     let deadline = Instant::now() + Duration::from_secs(60);
-    while fake.streams_opened() < 2 {
-        assert!(Instant::now() < deadline, "no second stream within 60 s");
-        let attached = handle.publish_now("t", 0, Vec::new()).expect("queued");
-        let _ = wait(attached);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the loss was not noticed within 60 s"
+        );
+        let attached = wait(handle.publish_now("t", 0, Vec::new()).expect("queued"));
+        if matches!(attached, Err(SeaweedError::Fenced { .. })) {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
-    offsets.extend(publish(&handle, 50..60, 10));
+    results.extend(publish_results(&handle, 50..60, 10));
+    assert_eq!(fake.log(0).len(), 40, "nothing was written after the loss");
+    check_fenced(&fake, &handle, &results);
     handle.shutdown();
-    check(&fake, 60, &offsets);
+}
+
+fn core_with_filer(fake: &FakeBroker) -> SeaweedHandle {
+    SeaweedCore::start(
+        fake.addr.clone(),
+        None,
+        SeaweedOptions {
+            publisher_name: "kelp-test".into(),
+            filer: Some(fake.addr.clone()),
+            ..SeaweedOptions::default()
+        },
+    )
+    .expect("gRPC core")
+}
+
+#[test]
+fn a_restarted_kelp_finds_a_partition_renumbered_from_zero_and_fences_it() {
+    let fake = FakeBroker::start(1, true, None);
+    // One kelp publishes 100 records and stops: its mark (100) is in the filer.
+    let first = core_with_filer(&fake);
+    let acked = publish(&first, 0..100, 10);
+    assert_eq!(acked, (0..100).collect::<Vec<i64>>());
+    first.shutdown();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fake.kv("kelp/marks/kafka/t/0").is_none() {
+        assert!(Instant::now() < deadline, "no mark written within 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A kelp started on the whole log carries on where it left off.
+    let second = core_with_filer(&fake);
+    assert_eq!(
+        publish(&second, 100..110, 10),
+        (100..110).collect::<Vec<i64>>()
+    );
+    second.shutdown();
+    // The broker loads the partition again with its offsets reset (stock 4.53 after every
+    // publisher left): the next kelp refuses to write over the old offsets or read it as empty.
+    fake.reset(0);
+    let third = core_with_filer(&fake);
+    let results = publish_results(&third, 110..120, 10);
+    assert!(
+        fake.log(0).is_empty(),
+        "nothing written over the lost records"
+    );
+    check_fenced(&fake, &third, &results);
+    third.shutdown();
 }

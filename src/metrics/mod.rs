@@ -336,6 +336,18 @@ impl Metrics {
             "counter",
         );
         let _ = writeln!(out, "kelp_seaweedmq_published_records_total {records}");
+        header(
+            out,
+            "kelp_seaweedmq_fenced_partitions",
+            "SeaweedMQ partitions kelp refuses to write to or read from because their log lost \
+             records the broker had acknowledged, or the broker numbered a record below one it \
+             had acknowledged (the log names each; fences last until kelp restarts).",
+            "gauge",
+        );
+        let fenced = stats
+            .fenced_partitions
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "kelp_seaweedmq_fenced_partitions {fenced}");
     }
 }
 

@@ -10,6 +10,8 @@
 //!   and dropped on any sign that they moved.
 
 use super::error::{broker_codes, SeaweedError, SeaweedResult};
+use super::filer::Filer;
+use super::marks::Marks;
 use super::pb::messaging_pb::seaweed_messaging_client::SeaweedMessagingClient;
 use super::pb::messaging_pb::{
     BrokerPartitionAssignment, ConfigureTopicRequest, FetchMessageRequest, FindBrokerLeaderRequest,
@@ -102,7 +104,13 @@ pub(crate) fn run(
     local.block_on(&runtime, async move {
         let core = Rc::new(Core::new(broker_addr, opts, shared.stats.clone()));
         core.link(&core.bootstrap.clone());
-        dispatch(core, rx, shared).await;
+        tokio::task::spawn_local(write_marks(core.clone()));
+        dispatch(core.clone(), rx, shared).await;
+        // The shards are done: what was acknowledged last is kept for the next kelp.
+        let last = tokio::time::timeout(core.request_timeout(), core.marks.flush()).await;
+        if last.is_err() {
+            log::warn!("gRPC core: the last marks were not all written to the filer in time");
+        }
     });
     log::info!("gRPC core stopped");
 }
@@ -153,11 +161,25 @@ pub(crate) struct Core {
     routes: RefCell<HashMap<String, Route>>,
     publishers: RefCell<HashMap<(String, i32), mpsc::UnboundedSender<PublishJob>>>,
     pub(crate) stats: Arc<super::PublishStats>,
+    /// Each partition's mark and fence (see [`super::marks`]).
+    pub(crate) marks: Marks,
 }
 
 impl Core {
     fn new(bootstrap: String, opts: SeaweedOptions, stats: Arc<super::PublishStats>) -> Self {
+        let filer = opts.filer.as_deref().and_then(|addr| {
+            let connect = Duration::from_millis(opts.connect_timeout_ms);
+            let timeout = Duration::from_millis(opts.request_timeout_ms);
+            match Filer::new(addr, connect, timeout) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    log::error!("gRPC core: {e}; running without marks");
+                    None
+                }
+            }
+        });
         Core {
+            marks: Marks::new(filer, opts.namespace.clone(), stats.clone()),
             opts,
             bootstrap,
             links: RefCell::new(HashMap::new()),
@@ -165,6 +187,27 @@ impl Core {
             publishers: RefCell::new(HashMap::new()),
             stats,
         }
+    }
+
+    /// Before a partition is first used by this process: fenced already, or does its log still
+    /// reach its mark? Returns the broker's high-water mark when it just checked (`None` when
+    /// the partition was checked before).
+    pub(crate) async fn check(
+        self: &Rc<Self>,
+        name: &str,
+        partition: i32,
+    ) -> SeaweedResult<Option<i64>> {
+        if let Some(e) = self.marks.fenced(name, partition) {
+            return Err(e);
+        }
+        if self.marks.is_checked(name, partition) {
+            return Ok(None);
+        }
+        let mark = self.marks.read_mark(name, partition).await?;
+        let range = self.range_unchecked(name, partition).await?;
+        self.marks
+            .settle(name, partition, mark, range.high_water_mark)?;
+        Ok(Some(range.high_water_mark))
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {
@@ -538,6 +581,15 @@ impl Core {
         name: &str,
         kafka_partition: i32,
     ) -> SeaweedResult<PartitionRange> {
+        self.check(name, kafka_partition).await?;
+        self.range_unchecked(name, kafka_partition).await
+    }
+
+    async fn range_unchecked(
+        self: &Rc<Self>,
+        name: &str,
+        kafka_partition: i32,
+    ) -> SeaweedResult<PartitionRange> {
         let (partition, leader) = self.locate(name, kafka_partition).await?;
         let request = GetPartitionRangeInfoRequest {
             topic: Some(self.topic(name)),
@@ -569,6 +621,7 @@ impl Core {
         max_bytes: i32,
         max_messages: i32,
     ) -> SeaweedResult<FetchResult> {
+        self.check(name, kafka_partition).await?;
         let (partition, leader) = self.locate(name, kafka_partition).await?;
         let request = FetchMessageRequest {
             topic: Some(self.topic(name)),
@@ -612,6 +665,19 @@ impl Core {
                 })
             }
         }
+    }
+}
+
+/// Writes the marks that moved, every `mark_interval_ms`, for the life of the core.
+async fn write_marks(core: Rc<Core>) {
+    let Some(filer) = core.marks.filer_addr().map(str::to_string) else {
+        return;
+    };
+    log::info!("SeaweedMQ: keeping partition marks in the filer at {filer}");
+    let every = Duration::from_millis(core.opts.mark_interval_ms.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        core.marks.flush().await;
     }
 }
 

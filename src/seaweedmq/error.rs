@@ -74,6 +74,15 @@ pub enum SeaweedError {
     Rpc { code: i32, message: String },
     #[error("invalid SeaweedMQ request: {0}")]
     InvalidArgument(String),
+    /// The partition lost records the broker had acknowledged, or its broker numbered a new
+    /// record below an acknowledged one: kelp neither writes to nor reads from it (see
+    /// `seaweedmq::marks`). Retriable for clients: nothing they sent was acknowledged.
+    #[error("SeaweedMQ partition {topic}[{partition}] is fenced: {reason}")]
+    Fenced {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
     /// The gRPC core has stopped (shutdown, or its thread died).
     #[error("SeaweedMQ core has shut down")]
     Shutdown,
@@ -87,7 +96,8 @@ impl SeaweedError {
             SeaweedError::Unavailable { .. }
             | SeaweedError::Overloaded { .. }
             | SeaweedError::Timeout { .. }
-            | SeaweedError::NotLeader { .. } => true,
+            | SeaweedError::NotLeader { .. }
+            | SeaweedError::Fenced { .. } => true,
             SeaweedError::Broker { code, .. } => broker_codes::is_retriable(*code),
             SeaweedError::Rpc { code, .. } => {
                 let code = tonic::Code::from_i32(*code);

@@ -28,6 +28,8 @@
 
 mod core;
 pub mod error;
+pub mod filer;
+pub mod marks;
 pub mod pb;
 mod publisher;
 pub mod records;
@@ -84,10 +86,12 @@ pub struct SeaweedOptions {
     pub publish_retries: u32,
     /// Largest gRPC message the core decodes (a fetch may return up to 100 MiB).
     pub max_message_bytes: usize,
-    /// Bytes of its most recently acked records each partition's publisher keeps (sharing the
-    /// buffers, not copying them), to publish again if the broker restarts having lost them:
-    /// a SeaweedMQ broker acks a record before the filer has it.
-    pub replay_bytes: usize,
+    /// The filer's gRPC address (`host:port`), where each partition's mark is kept so that
+    /// a restarted kelp can tell whether the broker kept every record it acknowledged (see
+    /// [`marks`]). `None`: no marks; the checks then cover only what this process saw.
+    pub filer: Option<String>,
+    /// How often changed marks are written to the filer.
+    pub mark_interval_ms: u64,
     /// The core's loop polls for work this long after its last request before it sleeps (0:
     /// sleep at once). Spinning saves the ~80 us wake-up of a sleeping thread on a VM.
     pub spin_us: u64,
@@ -112,7 +116,8 @@ impl Default for SeaweedOptions {
             leader_lookup_attempts: 5,
             publish_retries: 3,
             max_message_bytes: 128 << 20,
-            replay_bytes: 1 << 20,
+            filer: None,
+            mark_interval_ms: 1_000,
             spin_us: 0,
         }
     }
@@ -243,6 +248,8 @@ pub(crate) struct Shared {
 pub struct PublishStats {
     pub sends: AtomicU64,
     pub records: AtomicU64,
+    /// Partitions fenced since start (a gauge: fences last until restart); see [`marks`].
+    pub fenced_partitions: AtomicU64,
 }
 
 impl PublishStats {

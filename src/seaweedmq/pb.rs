@@ -8,7 +8,7 @@ pub mod schema_pb {
     include!(concat!(env!("OUT_DIR"), "/schema_pb.rs"));
 }
 
-/// `filer_pb` (filer.proto): only `LogEntry`, how a message sits in a partition's log.
+/// `filer_pb` (filer.proto): the filer's key-value store and locks, and `LogEntry`.
 pub mod filer_pb {
     include!(concat!(env!("OUT_DIR"), "/filer_pb.rs"));
 }

@@ -14,9 +14,16 @@
 //! offset the next record would have got ([`Publisher::reconcile`]): records found there, in
 //! order and equal in key and value, count as acked at those offsets and are not sent twice.
 //! When that read fails, they are sent again and may be stored twice.
+//!
+//! The publisher never acknowledges a record at an offset another record holds, and never
+//! writes to a partition whose log lost acknowledged records: such a partition is fenced
+//! ([`super::marks`]). It checks before its first stream opens (the partition's mark against
+//! the broker's range), after every broken stream (the log must still reach the last acked
+//! offset), and on every ack (offsets only grow).
 
 use super::core::Core;
 use super::error::{broker_codes, SeaweedError, SeaweedResult};
+use super::marks::PartitionMark;
 use super::pb::messaging_pb::publish_message_request::{InitMessage, Message};
 use super::pb::messaging_pb::{DataMessage, PublishMessageRequest, PublishMessageResponse};
 use super::Record;
@@ -31,11 +38,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tonic::{Status, Streaming};
-
-/// What one entry of the replay ring costs besides its key and value: the offset, the record's
-/// two `Bytes` handles and their shared allocation headers, roughly. Counted against
-/// `replay_bytes`, so that a ring of small records stays within it.
-const REPLAY_ENTRY_OVERHEAD: usize = 96;
 
 /// One caller's publish, as the dispatcher hands it over.
 pub(crate) struct PublishJob {
@@ -56,9 +58,6 @@ struct Waiter {
     reply: Option<oneshot::Sender<SeaweedResult<Vec<i64>>>>,
     deadline: Instant,
     bytes: usize,
-    /// For records published again after the broker lost them: the offset they were first
-    /// acked at, which they must land at again.
-    replay_of: Option<i64>,
 }
 
 impl Waiter {
@@ -112,10 +111,8 @@ pub(crate) struct Publisher {
     /// A stream broke since the log was last checked: the broker may have restarted without
     /// records it acked, whether or not any were in flight.
     check_log: bool,
-    /// The most recently acked records and their offsets (up to `replay_bytes`), oldest first:
-    /// what is published again when a restarted broker's log ends below them.
-    acked: VecDeque<(i64, Record)>,
-    acked_bytes: usize,
+    /// The partition's mark and fence, shared with the core (see [`super::marks`]).
+    mark: Rc<PartitionMark>,
 }
 
 impl Publisher {
@@ -125,7 +122,9 @@ impl Publisher {
         partition: i32,
         inbox: mpsc::UnboundedReceiver<PublishJob>,
     ) -> Self {
+        let mark = core.marks.of(&topic, partition);
         Publisher {
+            mark,
             core,
             topic,
             partition,
@@ -143,8 +142,6 @@ impl Publisher {
             next_offset: None,
             unconfirmed: 0,
             check_log: false,
-            acked: VecDeque::new(),
-            acked_bytes: 0,
         }
     }
 
@@ -184,6 +181,10 @@ impl Publisher {
                 Event::Job(Some(job)) if job.records.is_empty() => {
                     // An attach: open the stream if it is not, and say how that went. An open
                     // publish stream keeps the broker from unloading the partition.
+                    if let Some(e) = self.fenced() {
+                        let _ = job.reply.send(Err(e));
+                        continue;
+                    }
                     if self.stream.is_none() {
                         match self.open().await {
                             Ok(stream) => self.stream = Some(stream),
@@ -268,6 +269,10 @@ impl Publisher {
     }
 
     fn enqueue(&mut self, job: PublishJob) {
+        if let Some(e) = self.fenced() {
+            let _ = job.reply.send(Err(e));
+            return;
+        }
         let bytes: usize = job.records.iter().map(Record::size_bytes).sum();
         if self.held_bytes + bytes > self.core.opts.max_partition_bytes && self.held_bytes > 0 {
             let _ = job.reply.send(Err(SeaweedError::Overloaded {
@@ -285,7 +290,6 @@ impl Publisher {
             reply: Some(job.reply),
             deadline: Instant::from_std(job.deadline),
             bytes,
-            replay_of: None,
         });
         if self.core.opts.linger_us > 0 && self.linger.is_none() && !self.flush {
             let linger = Duration::from_micros(self.core.opts.linger_us);
@@ -356,6 +360,18 @@ impl Publisher {
             });
             return;
         }
+        if let Some(expected) = self.next_offset.filter(|e| ack.assigned_offset < *e) {
+            // Offsets only grow, whoever else writes: the broker numbered this record below
+            // one it acknowledged before (4.53 after a crash resumes numbering from a periodic
+            // checkpoint, behind its log). The record is stored at a taken offset; it must not
+            // be acknowledged, and nothing more may be sent.
+            self.fence(format!(
+                "it gave a new record offset {} after it had acknowledged offset {}",
+                ack.assigned_offset,
+                expected - 1
+            ));
+            return;
+        }
         let Some(w) = self.waiters.iter_mut().find(|w| w.in_flight() > 0) else {
             log::error!(
                 "publish {}[{}]: ack for offset {} with nothing in flight; reopening the stream",
@@ -372,19 +388,7 @@ impl Publisher {
         w.offsets.push(ack.assigned_offset);
         self.in_flight -= 1;
         self.failures = 0;
-        if let Some(expected) = self.next_offset.filter(|e| ack.assigned_offset < *e) {
-            // Another publisher cannot make offsets go down: the broker numbers this record
-            // below one it stored before (4.53 after a crash resumes numbering from its last
-            // periodic checkpoint, up to 2 s behind its log).
-            log::error!(
-                "publish {}[{}]: SeaweedMQ gave offset {} after it had given {}: the partition \
-                 now holds two records at that offset, and reads past it may stop",
-                self.topic,
-                self.partition,
-                ack.assigned_offset,
-                expected - 1
-            );
-        }
+        self.mark.acked(ack.assigned_offset + 1);
         self.next_offset = Some(ack.assigned_offset + 1);
         self.answer_done();
         if ack.should_close {
@@ -409,132 +413,30 @@ impl Publisher {
             let w = self.waiters.pop_front().expect("checked above");
             self.held_bytes -= w.bytes;
             self.send_idx = self.send_idx.saturating_sub(1);
-            if let Some(first) = w.replay_of {
-                if w.offsets.first() == Some(&first) {
-                    log::warn!(
-                        "publish {}[{}]: published the {} lost records again at offsets \
-                         {first}..{}, where they were first acked",
-                        self.topic,
-                        self.partition,
-                        w.offsets.len(),
-                        first + w.offsets.len() as i64
-                    );
-                } else {
-                    log::error!(
-                        "publish {}[{}]: {} records first acked at offset {first} were \
-                         published again at {:?}: readers see them at the new offsets",
-                        self.topic,
-                        self.partition,
-                        w.offsets.len(),
-                        w.offsets.first()
-                    );
-                }
-                // Already in the replay ring.
-                continue;
-            }
-            let replay_max = self.core.opts.replay_bytes;
-            if replay_max > 0 {
-                for (&offset, record) in w.offsets.iter().zip(&w.records) {
-                    self.acked_bytes += record.size_bytes() + REPLAY_ENTRY_OVERHEAD;
-                    self.acked.push_back((offset, record.clone()));
-                }
-                while self.acked_bytes > replay_max {
-                    let Some((_, old)) = self.acked.pop_front() else {
-                        break;
-                    };
-                    self.acked_bytes -= old.size_bytes() + REPLAY_ENTRY_OVERHEAD;
-                }
-            }
             if let Some(reply) = w.reply {
                 let _ = reply.send(Ok(w.offsets));
             }
         }
     }
 
-    /// The broker's log ends at `high_water_mark`, below `from`, the offset after the last
-    /// record it acked: it lost acked records (it acks before the filer has them, so a broker
-    /// that dies forgets up to its last flush). Publishes them again, first and in order, so
-    /// that they land at the offsets their producers were told: those of answered callers
-    /// from the replay ring, those of callers still waiting by sending their records again
-    /// from the first lost one. Logs what it did, or that kelp no longer held them all.
-    fn replay_lost(&mut self, high_water_mark: i64, from: i64) {
-        let ring_end = self.acked.back().map_or(high_water_mark, |(o, _)| *o + 1);
-        let ring_needed = high_water_mark < ring_end.min(from);
-        let ring_covers = self
-            .acked
-            .front()
-            .is_some_and(|(o, _)| *o <= high_water_mark)
-            && self
-                .acked
-                .iter()
-                .zip(self.acked.iter().skip(1))
-                .all(|((a, _), (b, _))| *b == *a + 1);
-        if ring_needed && !ring_covers {
-            log::error!(
-                "publish {}[{}]: SeaweedMQ lost acknowledged records: its log now ends at \
-                 offset {high_water_mark}, but it had acked offset {} (the broker acks a record \
-                 before writing it to the filer), and kelp no longer holds all of them \
-                 (it keeps {} bytes per partition)",
-                self.topic,
-                self.partition,
-                from - 1,
-                self.core.opts.replay_bytes
-            );
-            return;
+    /// The fence's error, when the partition is fenced.
+    fn fenced(&self) -> Option<SeaweedError> {
+        if !self.mark.is_fenced() {
+            return None;
         }
-        log::error!(
-            "publish {}[{}]: SeaweedMQ lost acknowledged records: its log now ends at offset \
-             {high_water_mark}, but it had acked offset {} (the broker acks a record before \
-             writing it to the filer); publishing those {} records again",
-            self.topic,
-            self.partition,
-            from - 1,
-            from - high_water_mark
-        );
-        // Callers still waiting: their acks at or above the log's end are void.
-        for w in self.waiters.iter_mut() {
-            let keep = w
-                .offsets
-                .iter()
-                .take_while(|o| **o < high_water_mark)
-                .count();
-            if keep < w.offsets.len() {
-                self.unsent_bytes += w.records[keep..w.offsets.len()]
-                    .iter()
-                    .map(Record::size_bytes)
-                    .sum::<usize>();
-                w.offsets.truncate(keep);
-                w.sent = keep;
-            }
-        }
-        if ring_needed {
-            let records: Vec<Record> = self
-                .acked
-                .iter()
-                .filter(|(o, _)| (high_water_mark..from).contains(o))
-                .map(|(_, r)| r.clone())
-                .collect();
-            let bytes: usize = records.iter().map(Record::size_bytes).sum();
-            self.held_bytes += bytes;
-            self.unsent_bytes += bytes;
-            let count = records.len();
-            self.waiters.push_front(Waiter {
-                records,
-                sent: 0,
-                offsets: Vec::with_capacity(count),
-                reply: None,
-                deadline: Instant::now() + self.core.request_timeout(),
-                bytes,
-                replay_of: Some(high_water_mark),
-            });
-        }
-        self.send_idx = 0;
-        self.next_offset = Some(high_water_mark);
+        self.core.marks.fenced(&self.topic, self.partition)
+    }
+
+    /// Fences the partition and answers every caller with the fence: nothing more is sent to
+    /// it, and no record still unacked is acknowledged.
+    fn fence(&mut self, reason: String) {
+        let error = self.core.marks.fence(&self.topic, self.partition, reason);
+        self.fail_all(error);
     }
 
     /// After a stream broke, before anything is sent on the new one: reads the log from the
     /// offset after the last acked record. If the log now ends below it, the broker lost acked
-    /// records ([`Publisher::replay_lost`]). Otherwise, when records were in flight, it takes
+    /// records and the partition is fenced. Otherwise, when records were in flight, it takes
     /// those found there, in order and with equal key and value, as acked at their offsets. They are then not sent a
     /// second time, which is what keeps a Kafka idempotent producer's records single across a
     /// broker restart. Anything else (a failed read, a different record) ends the check, and
@@ -565,9 +467,25 @@ impl Publisher {
             Err(_) => None,
         };
         let found = match fetched {
+            Err(SeaweedError::Fenced { .. }) => {
+                // Fenced meanwhile (a read found the log short): nothing may be sent.
+                self.fail_all(
+                    self.core
+                        .marks
+                        .fenced(&self.topic, self.partition)
+                        .expect("fenced"),
+                );
+                return;
+            }
             _ if high_water_mark.is_some_and(|h| h < from) => {
-                // The unacked records cannot be there either: send them after the lost ones.
-                self.replay_lost(high_water_mark.unwrap_or_default(), from);
+                // The broker lost records it acknowledged (it acks before the filer has them),
+                // and whatever is sent now would take their offsets.
+                self.fence(format!(
+                    "after its publish stream broke, its log ends at offset {}, but it had \
+                     acknowledged offset {}",
+                    high_water_mark.unwrap_or_default(),
+                    from - 1
+                ));
                 return;
             }
             Ok(_) if unconfirmed == 0 => return,
@@ -645,11 +563,9 @@ impl Publisher {
     }
 
     /// Marks every unacked record unsent. Callers that were already answered (timed out) are
-    /// dropped rather than re-sent: their producer retries on its own. Records being published
-    /// again after the broker lost them stay.
+    /// dropped rather than re-sent: their producer retries on its own.
     fn rewind(&mut self) {
-        self.waiters
-            .retain(|w| w.reply.is_some() || w.replay_of.is_some());
+        self.waiters.retain(|w| w.reply.is_some());
         for w in self.waiters.iter_mut() {
             w.sent = w.offsets.len();
         }
@@ -729,6 +645,11 @@ impl Publisher {
     /// Opens a stream to the partition's leader: `init`, then the broker's empty hello. Looks
     /// the leader up again when a broker says it is not (or no longer) the leader.
     async fn open(&mut self) -> SeaweedResult<OpenStream> {
+        // Before the first stream of this process: did the broker keep everything that was
+        // acknowledged (the mark), and where does its log end now?
+        if let Some(high_water_mark) = self.core.check(&self.topic, self.partition).await? {
+            self.next_offset = Some(self.next_offset.unwrap_or(0).max(high_water_mark));
+        }
         let attempts = self.core.opts.leader_lookup_attempts.max(1);
         let mut last = String::new();
         for attempt in 1..=attempts {

@@ -7,8 +7,8 @@
 //!
 //! It serves one topic of `partitions` partitions (all led by itself): `FindBrokerLeader`,
 //! `LookupTopicBrokers`, `PublishMessage` (acks each record with the next offset of its
-//! partition) and `FetchMessage` (by offset, from what it stored). Everything else answers
-//! "unimplemented".
+//! partition), `FetchMessage` (by offset, from what it stored) and `GetPartitionRangeInfo`.
+//! Everything else answers "unimplemented".
 
 #![allow(dead_code)]
 
@@ -29,7 +29,9 @@ pub mod pb {
     }
 }
 
+use fpb::seaweed_filer_server::{SeaweedFiler, SeaweedFilerServer};
 use mpb::seaweed_messaging_server::{SeaweedMessaging, SeaweedMessagingServer};
+use pb::filer_pb as fpb;
 use pb::messaging_pb as mpb;
 use pb::schema_pb as spb;
 
@@ -38,15 +40,18 @@ const RING: i32 = 2520;
 /// A fault to play once: partition `partition` stores records until its log holds `at`, acks
 /// none of the last `unacked` of them, and then ends the stream with UNAVAILABLE, reading
 /// nothing more from it: like a broker that dies after storing records and before acking them
-/// (with `unacked` 0 it acks them all first). With `forget` > 0 it then also forgets the last `forget` records it
-/// had acked, and the unacked ones after them, as a SeaweedMQ broker that dies before its
-/// buffer reached the filer comes back without them.
-#[derive(Debug, Clone, Copy)]
+/// (with `unacked` 0 it acks them all first). With `forget` > 0 it then also forgets the last
+/// `forget` records it had acked, and the unacked ones after them, as a SeaweedMQ broker that
+/// dies before its buffer reached the filer comes back without them. With `renumber` > 0 it
+/// keeps its log but numbers the next records from `renumber` below its end, as a stock 4.53
+/// broker resumes from a stale checkpoint after a crash.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct DropStream {
     pub partition: usize,
     pub at: usize,
     pub unacked: usize,
     pub forget: usize,
+    pub renumber: usize,
 }
 
 #[derive(Default)]
@@ -58,6 +63,8 @@ struct State {
     store: bool,
     fault: Option<DropStream>,
     streams_opened: usize,
+    /// The fake filer's key-value store (the same server answers as a filer).
+    kv: std::collections::HashMap<Vec<u8>, Vec<u8>>,
 }
 
 /// A handle on a running fake broker.
@@ -108,6 +115,7 @@ impl FakeBroker {
                     })
                 });
                 tonic::transport::Server::builder()
+                    .add_service(SeaweedFilerServer::new(broker.clone()))
                     .add_service(SeaweedMessagingServer::new(broker))
                     .serve_with_incoming(incoming)
                     .await
@@ -125,6 +133,19 @@ impl FakeBroker {
     /// What partition `p` stored, in offset order.
     pub fn log(&self, p: usize) -> Vec<mpb::DataMessage> {
         self.state.lock().unwrap().logs[p].clone()
+    }
+
+    /// Forgets everything partition `p` stored and numbers it from 0 again, as a stock SeaweedFS
+    /// broker does when it loads a partition whose log files carry no offsets.
+    pub fn reset(&self, p: usize) {
+        let mut st = self.state.lock().unwrap();
+        st.logs[p].clear();
+        st.next[p] = 0;
+    }
+
+    /// What the fake filer holds under `key`.
+    pub fn kv(&self, key: &str) -> Option<Vec<u8>> {
+        self.state.lock().unwrap().kv.get(key.as_bytes()).cloned()
     }
 
     /// `PublishMessage` streams opened so far.
@@ -223,6 +244,7 @@ impl SeaweedMessaging for FakeBroker {
                                     st.logs[p].truncate(keep);
                                     st.next[p] = keep as i64;
                                 }
+                                st.next[p] -= f.renumber as i64;
                                 let dropped =
                                     Err(Status::unavailable("fake broker: stream dropped"));
                                 if f.unacked == 0 {
@@ -245,6 +267,27 @@ impl SeaweedMessaging for FakeBroker {
             })
             .flat_map(futures::stream::iter);
         Ok(Response::new(Box::pin(acks)))
+    }
+
+    async fn get_partition_range_info(
+        &self,
+        request: Request<mpb::GetPartitionRangeInfoRequest>,
+    ) -> Result<Response<mpb::GetPartitionRangeInfoResponse>, Status> {
+        let req = request.into_inner();
+        let p = req
+            .partition
+            .as_ref()
+            .map_or(0, |part| self.partition_of(part));
+        let hwm = self.state.lock().unwrap().logs[p].len() as i64;
+        Ok(Response::new(mpb::GetPartitionRangeInfoResponse {
+            offset_range: Some(mpb::OffsetRangeInfo {
+                earliest_offset: 0,
+                latest_offset: hwm - 1,
+                high_water_mark: hwm,
+            }),
+            record_count: hwm,
+            ..Default::default()
+        }))
     }
 
     async fn fetch_message(
@@ -283,5 +326,35 @@ impl SeaweedMessaging for FakeBroker {
             end_of_partition: next_offset == hwm,
             ..Default::default()
         }))
+    }
+}
+
+/// The filer's key-value store, as the same fake server.
+#[tonic::async_trait]
+impl SeaweedFiler for FakeBroker {
+    async fn kv_get(
+        &self,
+        request: Request<fpb::KvGetRequest>,
+    ) -> Result<Response<fpb::KvGetResponse>, Status> {
+        let key = request.into_inner().key;
+        let value = self.state.lock().unwrap().kv.get(&key).cloned();
+        Ok(Response::new(fpb::KvGetResponse {
+            value: value.unwrap_or_default(),
+            error: String::new(),
+        }))
+    }
+
+    async fn kv_put(
+        &self,
+        request: Request<fpb::KvPutRequest>,
+    ) -> Result<Response<fpb::KvPutResponse>, Status> {
+        let r = request.into_inner();
+        let mut st = self.state.lock().unwrap();
+        if r.value.is_empty() {
+            st.kv.remove(&r.key);
+        } else {
+            st.kv.insert(r.key, r.value);
+        }
+        Ok(Response::new(fpb::KvPutResponse::default()))
     }
 }
