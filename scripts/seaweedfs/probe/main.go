@@ -50,6 +50,7 @@ var (
 	valueSize    = flag.Int("value-bytes", 100, "value size")
 	reconnectFor = flag.Duration("reconnect-timeout", 180*time.Second, "how long to retry a broker that is away")
 	samples      = flag.Int("samples", 500, "single-record fetches at random acknowledged offsets")
+	phase2Shift  = flag.Duration("phase2-ts-shift", 0, "fullstop: shift the timestamps of the records published after the reload (e.g. -1h: older than the stored ones)")
 	noRepublish  = flag.Bool("no-republish", false, "kill: do not publish again after the kill, only check what the broker kept")
 	tail         = flag.Bool("tail", false, "kill: also read the partition while publishing, up to the highest acked offset, and check what comes back")
 )
@@ -149,8 +150,9 @@ type ack struct {
 
 // session is one publish stream.
 type session struct {
-	stream mq_pb.SeaweedMessaging_PublishMessageClient
-	cancel context.CancelFunc
+	stream  mq_pb.SeaweedMessaging_PublishMessageClient
+	cancel  context.CancelFunc
+	tsShift time.Duration // added to each record's timestamp
 }
 
 // open opens a publish stream (which makes the broker load the partition) and waits for the
@@ -212,7 +214,7 @@ func (s *session) send(from, to int, inflight int, stop <-chan struct{}, onAck f
 			m := sent{seq: seq, at: time.Now()}
 			window <- m
 			if err := s.stream.Send(&mq_pb.PublishMessageRequest{Message: &mq_pb.PublishMessageRequest_Data{
-				Data: &mq_pb.DataMessage{Key: key, Value: value, TsNs: m.at.UnixNano()},
+				Data: &mq_pb.DataMessage{Key: key, Value: value, TsNs: m.at.Add(s.tsShift).UnixNano()},
 			}}); err != nil {
 				sendErr <- err
 				return
@@ -471,6 +473,7 @@ func (p *probe) fullStopTest() bool {
 		return false
 	}
 	defer s.cancel()
+	s.tsShift = *phase2Shift
 	logf("phase 2: publish stream open again (partition loaded); reading phase 1 back before publishing")
 	ok := p.verify()
 
