@@ -100,7 +100,13 @@ fn check(fake: &FakeBroker, n: usize, offsets: &[i64]) {
 /// records go out in calls of `per_call`, and checks each is stored once, at the offset it was
 /// acked at.
 fn play(at: usize, unacked: usize, n: usize, per_call: usize) {
+    play_with_fetch_max(at, unacked, n, per_call, 0);
+}
+
+/// [`play`] against a broker whose fetches return at most `fetch_max` records each.
+fn play_with_fetch_max(at: usize, unacked: usize, n: usize, per_call: usize, fetch_max: usize) {
     let fake = FakeBroker::start(1, true, None);
+    fake.set_fetch_max(fetch_max);
     fake.drop_stream(DropStream {
         partition: 0,
         at,
@@ -115,6 +121,28 @@ fn play(at: usize, unacked: usize, n: usize, per_call: usize) {
 fn records_stored_before_the_stream_broke_are_not_sent_again() {
     // Records 54..59 are stored but never acked; 60.. were sent and never read.
     play(60, 6, 200, 10);
+}
+
+#[test]
+fn stored_records_are_found_when_the_log_comes_back_a_few_at_a_time() {
+    // 15 records stored but not acked; the broker returns at most 4 per fetch.
+    play_with_fetch_max(60, 15, 200, 10, 4);
+}
+
+#[test]
+fn a_call_partly_acked_when_the_broker_went_away_completes_when_it_returns() {
+    // One call of 100 records: the stream drops after 40 of them are acked, and the broker
+    // then refuses more streams than the publisher retries. Failing the call would have its
+    // producer send all 100 again and the 40 stored twice: it must wait and complete.
+    let fake = FakeBroker::start(1, true, None);
+    fake.drop_stream(DropStream {
+        partition: 0,
+        at: 41,
+        down_for: 8,
+        ..DropStream::default()
+    });
+    let offsets = publish_all(&fake, 101, 100);
+    check(&fake, 101, &offsets);
 }
 
 #[test]

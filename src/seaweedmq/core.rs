@@ -636,6 +636,24 @@ impl Core {
                 c.fetch_message(request).await
             })
             .await?;
+        let count = response.messages.len() as i64;
+        if response.error_code == 0 && count > 0 && response.next_offset > offset + count {
+            // `DataMessage` carries no offset: records are numbered from the start, which is
+            // right only if the broker skipped none. A log with a gap cannot be served as a
+            // Kafka partition without numbering records wrongly; refuse it and say so.
+            log::error!(
+                "SeaweedMQ {name}[{kafka_partition}]: FetchMessage at offset {offset} returned \
+                 {count} records but continues at {} (a gap in the log); not serving them",
+                response.next_offset
+            );
+            return Err(SeaweedError::Broker {
+                code: broker_codes::UNKNOWN,
+                message: format!(
+                    "the log has a gap after offset {offset}: {count} records, next offset {}",
+                    response.next_offset
+                ),
+            });
+        }
         match response.error_code {
             0 if response.error.is_empty() => Ok(FetchResult {
                 messages: response.messages,

@@ -64,6 +64,14 @@ impl Waiter {
     fn in_flight(&self) -> usize {
         self.sent - self.offsets.len()
     }
+
+    /// Some of its records reached the broker (sent, perhaps stored, perhaps acked). Such a
+    /// caller is never answered with an error but the fence or shutdown: its producer would
+    /// send the whole batch again, and the part the broker kept would be stored twice. It
+    /// waits, across broken streams, until every record is acked.
+    fn committed(&self) -> bool {
+        self.sent > 0 || !self.offsets.is_empty()
+    }
 }
 
 /// The open stream to the partition's leader.
@@ -113,6 +121,8 @@ pub(crate) struct Publisher {
     check_log: bool,
     /// The partition's mark and fence, shared with the core (see [`super::marks`]).
     mark: Rc<PartitionMark>,
+    /// The last wait between failed attempts to open a stream, while callers wait for it.
+    reopen_backoff: Option<Duration>,
 }
 
 impl Publisher {
@@ -142,6 +152,7 @@ impl Publisher {
             next_offset: None,
             unconfirmed: 0,
             check_log: false,
+            reopen_backoff: None,
         }
     }
 
@@ -149,9 +160,17 @@ impl Publisher {
         loop {
             if self.stream.is_none() && !self.waiters.is_empty() {
                 match self.open().await {
-                    Ok(stream) => self.stream = Some(stream),
+                    Ok(stream) => {
+                        self.stream = Some(stream);
+                        self.reopen_backoff = None;
+                    }
                     Err(e) => {
-                        self.fail_all(e);
+                        self.fail_uncommitted(e);
+                        if !self.waiters.is_empty() {
+                            // Callers whose records reached the broker wait for it to return.
+                            self.pause_before_reopen().await;
+                            continue;
+                        }
                         // A publisher with unconfirmed records stays: the callers' retries
                         // come back to it and must be checked against what the broker kept.
                         if self.inbox.is_empty() && self.unconfirmed == 0 && !self.check_log {
@@ -494,7 +513,11 @@ impl Publisher {
                 self.unconfirmed = unconfirmed;
                 return;
             }
-            Ok(f) => f.messages,
+            Ok(f) => {
+                let end = f.high_water_mark;
+                self.read_on(f.messages, from, end, unconfirmed, max_bytes)
+                    .await
+            }
             Err(e) => {
                 log::warn!(
                     "publish {}[{}]: cannot check the log after a broken stream ({e}); sending \
@@ -539,6 +562,43 @@ impl Publisher {
         );
     }
 
+    /// The log from `from` on, up to `want` records or its end at `high_water_mark`: `first`
+    /// (what one fetch returned) and as many further fetches as it takes, since a fetch may
+    /// return fewer records than the log holds (one log file's worth, say). A failed fetch ends
+    /// the read with what it has; the records after it are then sent again.
+    async fn read_on(
+        &self,
+        first: Vec<DataMessage>,
+        from: i64,
+        high_water_mark: i64,
+        want: usize,
+        max_bytes: i32,
+    ) -> Vec<DataMessage> {
+        let mut found = first;
+        while found.len() < want && from + (found.len() as i64) < high_water_mark {
+            let at = from + found.len() as i64;
+            let max = i32::try_from(want - found.len()).unwrap_or(i32::MAX);
+            match self
+                .core
+                .fetch(&self.topic, self.partition, at, max_bytes, max)
+                .await
+            {
+                Ok(f) if !f.messages.is_empty() => found.extend(f.messages),
+                Ok(_) => break,
+                Err(e) => {
+                    log::warn!(
+                        "publish {}[{}]: reading the log at {at} after a broken stream: {e}",
+                        self.topic,
+                        self.partition
+                    );
+                    break;
+                }
+            }
+        }
+        found.truncate(want);
+        found
+    }
+
     /// The stream is unusable: drop it and send its unacked records again on a new one, unless
     /// it keeps breaking without progress.
     fn stream_broke(&mut self, error: SeaweedError) {
@@ -556,8 +616,7 @@ impl Publisher {
         self.failures += 1;
         if self.failures > self.core.opts.publish_retries {
             self.failures = 0;
-            self.fail_all(error);
-            return;
+            self.fail_uncommitted(error);
         }
         self.rewind();
     }
@@ -584,8 +643,9 @@ impl Publisher {
             .sum();
     }
 
-    /// Answers every waiting caller with `error` and forgets all records. `unconfirmed` stays:
-    /// the callers' retries are checked against the log before they are sent.
+    /// Answers every waiting caller with `error` and forgets all records: for the fence and
+    /// shutdown only (see [`Waiter::committed`]). `unconfirmed` stays: the callers' retries are
+    /// checked against the log before they are sent.
     fn fail_all(&mut self, error: SeaweedError) {
         for w in self.waiters.drain(..) {
             if let Some(reply) = w.reply {
@@ -602,44 +662,69 @@ impl Publisher {
         self.stream = None;
     }
 
-    /// Answers callers whose deadline passed. Their records already sent stay tracked (their
-    /// acks are still due, in order); the unsent rest is dropped.
+    /// Answers the callers whose deadline passed and none of whose records went out yet (they
+    /// are certainly not stored). Callers whose records reached the broker wait on: see
+    /// [`Waiter::committed`].
     fn expire(&mut self) {
         let now = Instant::now();
         let timeout_ms = self.core.opts.request_timeout_ms;
-        let mut changed = false;
-        for w in self.waiters.iter_mut() {
-            if w.deadline > now {
-                break;
+        let before = self.waiters.len();
+        self.waiters.retain_mut(|w| {
+            if w.deadline > now || w.committed() {
+                return true;
             }
             if let Some(reply) = w.reply.take() {
                 let _ = reply.send(Err(SeaweedError::Timeout { timeout_ms }));
-                w.records.truncate(w.sent);
-                w.bytes = w.records.iter().map(Record::size_bytes).sum();
-                changed = true;
             }
+            false
+        });
+        if self.waiters.len() != before {
+            self.recount();
         }
-        if changed {
-            // Waiters with nothing in flight are done for good.
-            self.waiters
-                .retain(|w| w.reply.is_some() || w.offsets.len() < w.records.len());
-            self.send_idx = self
-                .waiters
-                .iter()
-                .position(|w| w.sent < w.records.len())
-                .unwrap_or(self.waiters.len());
-            self.held_bytes = self.waiters.iter().map(|w| w.bytes).sum();
-            self.unsent_bytes = self
-                .waiters
-                .iter()
-                .map(|w| {
-                    w.records[w.sent..]
-                        .iter()
-                        .map(Record::size_bytes)
-                        .sum::<usize>()
-                })
-                .sum();
-        }
+    }
+
+    /// Recomputes what the waiters hold and where sending resumes, after some were dropped.
+    fn recount(&mut self) {
+        self.send_idx = self
+            .waiters
+            .iter()
+            .position(|w| w.sent < w.records.len())
+            .unwrap_or(self.waiters.len());
+        self.held_bytes = self.waiters.iter().map(|w| w.bytes).sum();
+        self.unsent_bytes = self
+            .waiters
+            .iter()
+            .map(|w| {
+                w.records[w.sent..]
+                    .iter()
+                    .map(Record::size_bytes)
+                    .sum::<usize>()
+            })
+            .sum();
+    }
+
+    /// Answers with `error` every caller none of whose records went out, and keeps the others
+    /// (see [`Waiter::committed`]).
+    fn fail_uncommitted(&mut self, error: SeaweedError) {
+        self.waiters.retain_mut(|w| {
+            if w.committed() {
+                return true;
+            }
+            if let Some(reply) = w.reply.take() {
+                let _ = reply.send(Err(error.clone()));
+            }
+            false
+        });
+        self.recount();
+    }
+
+    /// Waits before the next attempt to open a stream, longer after each failure in a row.
+    async fn pause_before_reopen(&mut self) {
+        let min = Duration::from_millis(self.core.opts.backoff_min_ms.max(1));
+        let max = Duration::from_millis(self.core.opts.backoff_max_ms).max(min);
+        let wait = self.reopen_backoff.map_or(min, |b| (b * 2).min(max));
+        self.reopen_backoff = Some(wait);
+        tokio::time::sleep(wait).await;
     }
 
     /// Opens a stream to the partition's leader: `init`, then the broker's empty hello. Looks

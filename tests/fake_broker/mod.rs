@@ -52,6 +52,8 @@ pub struct DropStream {
     pub unacked: usize,
     pub forget: usize,
     pub renumber: usize,
+    /// After the drop, refuse this many `PublishMessage` calls (the broker stays down).
+    pub down_for: usize,
 }
 
 #[derive(Default)]
@@ -63,6 +65,11 @@ struct State {
     store: bool,
     fault: Option<DropStream>,
     streams_opened: usize,
+    /// `PublishMessage` calls still to refuse (UNAVAILABLE), as a broker that is down.
+    refuse_streams: usize,
+    /// Most messages one `FetchMessage` returns (0: as many as asked), as a broker that
+    /// returns one log file's worth at a time.
+    fetch_max: usize,
     /// The fake filer's key-value store (the same server answers as a filer).
     kv: std::collections::HashMap<Vec<u8>, Vec<u8>>,
 }
@@ -143,6 +150,11 @@ impl FakeBroker {
         st.next[p] = 0;
     }
 
+    /// Makes every `FetchMessage` return at most `n` messages.
+    pub fn set_fetch_max(&self, n: usize) {
+        self.state.lock().unwrap().fetch_max = n;
+    }
+
     /// What the fake filer holds under `key`.
     pub fn kv(&self, key: &str) -> Option<Vec<u8>> {
         self.state.lock().unwrap().kv.get(key.as_bytes()).cloned()
@@ -203,7 +215,14 @@ impl SeaweedMessaging for FakeBroker {
     ) -> Result<Response<tonic::codegen::BoxStream<mpb::PublishMessageResponse>>, Status> {
         use mpb::publish_message_request::Message;
         let me = self.clone();
-        me.state.lock().unwrap().streams_opened += 1;
+        {
+            let mut st = me.state.lock().unwrap();
+            if st.refuse_streams > 0 {
+                st.refuse_streams -= 1;
+                return Err(Status::unavailable("fake broker: down"));
+            }
+            st.streams_opened += 1;
+        }
         // (partition, ended)
         let acks = request
             .into_inner()
@@ -245,6 +264,7 @@ impl SeaweedMessaging for FakeBroker {
                                     st.next[p] = keep as i64;
                                 }
                                 st.next[p] -= f.renumber as i64;
+                                st.refuse_streams = f.down_for;
                                 let dropped =
                                     Err(Status::unavailable("fake broker: stream dropped"));
                                 if f.unacked == 0 {
@@ -311,11 +331,14 @@ impl SeaweedMessaging for FakeBroker {
                 ..Default::default()
             }));
         }
-        let max = if req.max_messages > 0 {
+        let mut max = if req.max_messages > 0 {
             req.max_messages as usize
         } else {
             100
         };
+        if st.fetch_max > 0 {
+            max = max.min(st.fetch_max);
+        }
         let from = req.start_offset as usize;
         let messages: Vec<_> = log[from..(from + max).min(log.len())].to_vec();
         let next_offset = (from + messages.len()) as i64;

@@ -22,6 +22,7 @@ mod topics;
 use super::ops::{Applied, PartitionOp, PartitionReply};
 use super::{Shard, TopicPartition};
 use crate::error::ErrorCode;
+use crate::partition::ProduceOutcome;
 use crate::seaweedmq::{SeaweedError, SeaweedHandle, SeaweedResult};
 use crate::topics::TopicSettings;
 use crate::util::now_ms;
@@ -164,17 +165,24 @@ impl Shard {
         match submitted {
             Submitted::Done(o) => Applied::Now(PartitionReply::Produce(o)),
             Submitted::Pending(pending, rx) => {
+                // The outcome is applied by a task of its own, so that it is applied even if
+                // the client goes away meanwhile: the idempotence table must learn where the
+                // batch went (or that it failed) for the producer's retry to be answered right.
+                let (tx, outcome) = oneshot::channel();
                 let this = self.clone();
-                later(async move {
+                glommio::spawn_local(async move {
                     let result = answer(&this, rx).await;
                     let mut partitions = this.sw().partitions.borrow_mut();
-                    PartitionReply::Produce(match partitions.get_mut(&tp) {
+                    let _ = tx.send(match partitions.get_mut(&tp) {
                         Some(p) => p.finish(pending, result),
-                        None => crate::partition::ProduceOutcome::error(
-                            ErrorCode::UnknownTopicOrPartition,
-                            None,
-                        ),
-                    })
+                        None => ProduceOutcome::error(ErrorCode::UnknownTopicOrPartition, None),
+                    });
+                })
+                .detach();
+                later(async move {
+                    PartitionReply::Produce(outcome.await.unwrap_or_else(|_| {
+                        ProduceOutcome::error(ErrorCode::UnknownServerError, None)
+                    }))
                 })
             }
         }
