@@ -61,6 +61,7 @@ start_kelp() {
     local name=$1
     KELP_PORT=$(free_port)
     RUST_LOG=${RUST_LOG:-info} "$KELP_BIN" --backend seaweedmq --seaweedmq "$BROKER" \
+        --seaweedmq-filer "127.0.0.1:${SEAWEEDMQ_FILER_PORT:-8888}" \
         --listen "127.0.0.1:$KELP_PORT" >"$RUN_DIR/kelp-$name.log" 2>&1 &
     KELP_PID=$!
     PIDS+=("$KELP_PID")

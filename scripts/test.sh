@@ -2,7 +2,9 @@
 # The project's test command: formatting, lints, unit/integration tests, then the interop
 # matrix of real Kafka clients against the real kelp binary (scripts/interop.sh), then the
 # SeaweedMQ backend against a real SeaweedFS stack (scripts/test-seaweedmq.sh; builds `weed`
-# from the Go module proxy on first use, about ten minutes).
+# from the Go module proxy with kelp's broker patches on first use, about ten minutes), then
+# the SeaweedMQ fault scenarios (scripts/test-seaweedmq-faults.sh: full stop, broker SIGKILL x3
+# and SIGTERM, kelp SIGKILL).
 # In CI (CI set) every interop scenario must run: a skip is an error there.
 set -euo pipefail
 
@@ -25,5 +27,11 @@ KELP_INTEROP_REQUIRE_ALL=${KELP_INTEROP_REQUIRE_ALL:-${CI:+1}} scripts/interop.s
 
 banner "test: SeaweedMQ backend on a real SeaweedFS stack (scripts/test-seaweedmq.sh)"
 scripts/test-seaweedmq.sh
+
+banner "test: kelp's SeaweedFS broker patches, their Go tests (scripts/seaweedfs/test-patches.sh)"
+scripts/seaweedfs/test-patches.sh
+
+banner "test: SeaweedMQ through a full stop, broker crashes and a kelp crash (scripts/test-seaweedmq-faults.sh)"
+scripts/test-seaweedmq-faults.sh
 
 banner "test: all passed"
