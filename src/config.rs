@@ -45,6 +45,11 @@ pub mod limits {
     /// How often each shard makes sure it holds a publish stream open to every SeaweedMQ
     /// partition it owns.
     pub const SEAWEEDMQ_ATTACH_CHECK_MS: u64 = 1_000;
+    /// Records at the end of a SeaweedMQ partition its new owner reads to rebuild which
+    /// idempotent producers' batches it holds (retries come for the last few of each).
+    pub const SEAWEEDMQ_PRODUCER_SCAN_RECORDS: i64 = 20_000;
+    /// Bytes one fetch of such a scan (or of the offsets topic's replay) may return.
+    pub const SEAWEEDMQ_SCAN_FETCH_BYTES: i32 = 8 << 20;
     /// How often the gRPC core writes the partition marks that moved to the filer (a crash of
     /// kelp loses at most this much of them; see `seaweedmq::marks`).
     pub const SEAWEEDMQ_MARK_INTERVAL_MS: u64 = 1_000;

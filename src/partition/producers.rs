@@ -49,14 +49,10 @@ impl Producers {
     /// Checks a batch of an idempotent producer against what this partition has seen of it.
     pub fn check(&self, info: &BatchInfo) -> Result<SeqCheck, ProduceOutcome> {
         let Some(entry) = self.entries.get(&info.producer_id) else {
-            // A producer new to this partition starts at sequence 0.
-            if info.base_sequence == 0 {
-                return Ok(SeqCheck::Append);
-            }
-            return Err(out_of_order(format!(
-                "producer {} is new to this partition but sent sequence {}",
-                info.producer_id, info.base_sequence
-            )));
+            // A producer this partition has no state for (new to it, or forgotten: evicted,
+            // or written before the state kept here) is taken at whatever sequence it sends,
+            // as Kafka does since KIP-360.
+            return Ok(SeqCheck::Append);
         };
         if info.producer_epoch < entry.epoch {
             return Err(ProduceOutcome::error(
@@ -103,9 +99,24 @@ impl Producers {
 
     /// Records an appended batch (`base_offset` -1 while its offset is not known yet).
     pub fn remember(&mut self, info: &BatchInfo, base_offset: i64, log_append_time_ms: i64) {
+        let seen = SeenBatch {
+            first_seq: info.base_sequence,
+            last_seq: info.last_sequence(),
+            base_offset,
+            log_append_time_ms,
+        };
+        self.remember_seen(info.producer_id, info.producer_epoch, seen);
+    }
+
+    /// Records a batch found in storage (an owner rebuilding the table), in offset order.
+    pub fn restore(&mut self, producer_id: i64, epoch: i16, seen: SeenBatch) {
+        self.remember_seen(producer_id, epoch, seen);
+    }
+
+    fn remember_seen(&mut self, producer_id: i64, epoch: i16, seen: SeenBatch) {
         self.clock += 1;
         let clock = self.clock;
-        if !self.entries.contains_key(&info.producer_id)
+        if !self.entries.contains_key(&producer_id)
             && self.entries.len() >= limits::PRODUCERS_PER_PARTITION_MAX
         {
             if let Some((&oldest, _)) = self.entries.iter().min_by_key(|(_, e)| e.last_used) {
@@ -114,26 +125,21 @@ impl Producers {
         }
         let entry = self
             .entries
-            .entry(info.producer_id)
+            .entry(producer_id)
             .or_insert_with(|| ProducerEntry {
-                epoch: info.producer_epoch,
+                epoch,
                 batches: VecDeque::new(),
                 last_used: clock,
             });
-        if info.producer_epoch != entry.epoch {
-            entry.epoch = info.producer_epoch;
+        if epoch != entry.epoch {
+            entry.epoch = epoch;
             entry.batches.clear();
         }
         entry.last_used = clock;
         if entry.batches.len() == limits::PRODUCER_BATCHES_REMEMBERED {
             entry.batches.pop_front();
         }
-        entry.batches.push_back(SeenBatch {
-            first_seq: info.base_sequence,
-            last_seq: info.last_sequence(),
-            base_offset,
-            log_append_time_ms,
-        });
+        entry.batches.push_back(seen);
     }
 
     /// Drops the remembered batches of failed writes (and any later ones of the same

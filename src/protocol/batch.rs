@@ -453,6 +453,19 @@ pub fn stamp(batch: &[u8], base_offset: i64, log_append_time_ms: Option<i64>) ->
     b.freeze()
 }
 
+/// The (producer id, epoch, base sequence) of an idempotent producer's batch; `None` for a
+/// batch without a producer id.
+pub fn producer_stamp(batch: &[u8]) -> Option<(i64, i16, i32)> {
+    let id = be_i64(batch, OFFSET_PRODUCER_ID);
+    (id >= 0).then(|| {
+        (
+            id,
+            be_i16(batch, OFFSET_PRODUCER_EPOCH),
+            be_i32(batch, OFFSET_BASE_SEQUENCE),
+        )
+    })
+}
+
 /// Reads the base offset of a stored batch.
 pub fn base_offset(batch: &[u8]) -> i64 {
     be_i64(batch, 0)

@@ -4,14 +4,20 @@
 //! - `ts_ns`: the record's Kafka timestamp (milliseconds) times 1,000,000;
 //! - `key`: the Kafka key, with a null key stored as empty;
 //! - `value`: the Kafka value as-is, **when the record is plain**: no headers, a non-null
-//!   value, a key that is not empty-but-present, and a value that does not begin with
-//!   [`ENVELOPE_MAGIC`]. Native SeaweedMQ readers and SeaweedFS's own Kafka gateway then see
-//!   exactly the bytes the producer sent.
+//!   value, a key that is not empty-but-present, a value that does not begin with
+//!   [`ENVELOPE_MAGIC`], and not the first record of an idempotent producer's batch. Native
+//!   SeaweedMQ readers and SeaweedFS's own Kafka gateway then see exactly the bytes the
+//!   producer sent.
 //! - otherwise `value` is an envelope:
-//!   `ENVELOPE_MAGIC | flags: u8 | header count: varint | headers | value bytes`, where flags
-//!   bit 0 = the key is present (so an empty key is not read back as null), bit 1 = the value
-//!   is null, and each header is `key length: varint | key | value length: varint (-1 =
-//!   null) | value` (Kafka's own record encoding of headers).
+//!   `ENVELOPE_MAGIC | flags: u8 | [producer] | header count: varint | headers | value bytes`,
+//!   where flags bit 0 = the key is present (so an empty key is not read back as null), bit 1 =
+//!   the value is null, bit 2 = a producer stamp follows; each header is `key length: varint |
+//!   key | value length: varint (-1 = null) | value` (Kafka's own record encoding of headers).
+//!   The producer stamp (`producer id: i64 BE | epoch: i16 BE | base sequence: i32 BE |
+//!   records: i32 BE`) is on the first record of every idempotent producer's batch, so that an
+//!   owner that takes the partition over (a restarted kelp, another instance) rebuilds which
+//!   batches it holds and answers a producer's retry with where its batch went, not a second
+//!   copy.
 //!
 //! Reading back, an empty key is null unless an envelope says otherwise, and a value that
 //! starts with the magic but does not parse as an envelope is returned as it is (a foreign
@@ -28,6 +34,38 @@ pub const ENVELOPE_MAGIC: &[u8] = b"\x00kelp\x01";
 
 const FLAG_KEY_PRESENT: u8 = 1;
 const FLAG_VALUE_NULL: u8 = 2;
+const FLAG_PRODUCER: u8 = 4;
+
+/// Which idempotent producer's batch a record starts (see the module notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+    /// Records in the batch.
+    pub records: i32,
+}
+
+const STAMP_BYTES: usize = 18;
+
+impl ProducerStamp {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.producer_id.to_be_bytes());
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.base_sequence.to_be_bytes());
+        out.extend_from_slice(&self.records.to_be_bytes());
+    }
+
+    fn read(b: &[u8]) -> Option<ProducerStamp> {
+        let b = b.get(..STAMP_BYTES)?;
+        Some(ProducerStamp {
+            producer_id: i64::from_be_bytes(b[0..8].try_into().ok()?),
+            epoch: i16::from_be_bytes(b[8..10].try_into().ok()?),
+            base_sequence: i32::from_be_bytes(b[10..14].try_into().ok()?),
+            records: i32::from_be_bytes(b[14..18].try_into().ok()?),
+        })
+    }
+}
 
 /// A Kafka record with owned fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +74,8 @@ pub struct KafkaRecord {
     pub value: Option<Bytes>,
     pub headers: Vec<(Bytes, Option<Bytes>)>,
     pub timestamp_ms: i64,
+    /// Set on the first record of an idempotent producer's batch.
+    pub producer: Option<ProducerStamp>,
 }
 
 fn ms_to_ns(ms: i64) -> i64 {
@@ -48,8 +88,10 @@ pub fn encode(
     value: Option<&[u8]>,
     headers: &[(&[u8], Option<&[u8]>)],
     timestamp_ms: i64,
+    producer: Option<ProducerStamp>,
 ) -> Record {
     let plain = headers.is_empty()
+        && producer.is_none()
         && key.is_none_or(|k| !k.is_empty())
         && value.is_some_and(|v| !v.starts_with(ENVELOPE_MAGIC));
     let key_bytes = Bytes::copy_from_slice(key.unwrap_or_default());
@@ -71,7 +113,13 @@ pub fn encode(
     if value.is_none() {
         flags |= FLAG_VALUE_NULL;
     }
+    if producer.is_some() {
+        flags |= FLAG_PRODUCER;
+    }
     out.push(flags);
+    if let Some(stamp) = producer {
+        stamp.put(&mut out);
+    }
     put_varint(&mut out, headers.len() as i64);
     for (k, v) in headers {
         put_opt(&mut out, Some(k));
@@ -99,17 +147,24 @@ pub fn decode(msg: &DataMessage) -> KafkaRecord {
         value: Some(msg.value.clone()),
         headers: Vec::new(),
         timestamp_ms,
+        producer: None,
     }
 }
 
 fn decode_envelope(b: Bytes, key: Bytes) -> Result<KafkaRecord, BatchError> {
     let bad = BatchError::MalformedRecords("bad kelp envelope");
     let (&flags, _) = b.split_first().ok_or(bad.clone())?;
-    let rest_bytes = b.slice(1..);
-    let rest = &rest_bytes[..];
-    if flags & !(FLAG_KEY_PRESENT | FLAG_VALUE_NULL) != 0 {
+    if flags & !(FLAG_KEY_PRESENT | FLAG_VALUE_NULL | FLAG_PRODUCER) != 0 {
         return Err(bad);
     }
+    let mut producer = None;
+    let mut start = 1;
+    if flags & FLAG_PRODUCER != 0 {
+        producer = Some(ProducerStamp::read(&b[1..]).ok_or(bad.clone())?);
+        start += STAMP_BYTES;
+    }
+    let rest_bytes = b.slice(start..);
+    let rest = &rest_bytes[..];
     let mut at = 0;
     let n = read_varint(rest, &mut at)?;
     if n < 0 || n as usize > rest.len() {
@@ -133,6 +188,7 @@ fn decode_envelope(b: Bytes, key: Bytes) -> Result<KafkaRecord, BatchError> {
         value,
         headers,
         timestamp_ms: 0,
+        producer,
     })
 }
 
@@ -146,11 +202,21 @@ pub fn from_batch(
     let body = batch::records_section(batch_bytes, decompressed_bytes_max)?;
     let base_ts = batch::base_timestamp(batch_bytes);
     let views = batch::parse_records(&body)?;
+    let mut stamp =
+        batch::producer_stamp(batch_bytes).map(|(producer_id, epoch, base_sequence)| {
+            ProducerStamp {
+                producer_id,
+                epoch,
+                base_sequence,
+                records: views.len() as i32,
+            }
+        });
     Ok(views
         .iter()
         .map(|r| {
             let ts = log_append_time_ms.unwrap_or(base_ts.saturating_add(r.timestamp_delta));
-            encode(r.key, r.value, &r.headers, ts)
+            // Only the batch's first record carries the stamp.
+            encode(r.key, r.value, &r.headers, ts, stamp.take())
         })
         .collect())
 }
@@ -224,7 +290,7 @@ mod tests {
         value: Option<&[u8]>,
         headers: &[(&[u8], Option<&[u8]>)],
     ) -> (Record, KafkaRecord) {
-        let r = encode(key, value, headers, 1_700_000_000_123);
+        let r = encode(key, value, headers, 1_700_000_000_123, None);
         let back = decode(&msg(&r));
         assert_eq!(back.key.as_deref(), key);
         assert_eq!(back.value.as_deref(), value);
@@ -287,12 +353,14 @@ mod tests {
                 value: Some(Bytes::from_static(b"one")),
                 headers: vec![(Bytes::from_static(b"h"), Some(Bytes::from_static(b"v")))],
                 timestamp_ms: 1000,
+                producer: None,
             },
             KafkaRecord {
                 key: Some(Bytes::from_static(b"k")),
                 value: None,
                 headers: vec![],
                 timestamp_ms: 990,
+                producer: None,
             },
         ];
         let b = to_batch(42, &recs);
@@ -306,6 +374,29 @@ mod tests {
     }
 
     use proptest::prelude::*;
+
+    #[test]
+    fn an_idempotent_batch_stamps_its_first_record_only() {
+        let mut b = batch::tests_support::build_batch(&[(b"k0", b"v0"), (b"k1", b"v1")], 7);
+        b[43..51].copy_from_slice(&42i64.to_be_bytes());
+        b[51..53].copy_from_slice(&3i16.to_be_bytes());
+        b[53..57].copy_from_slice(&100i32.to_be_bytes());
+        let crc = crc32c::crc32c(&b[batch::OFFSET_ATTRIBUTES..]);
+        b[batch::OFFSET_CRC..batch::OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        let stored = from_batch(&b, 1 << 20, None).unwrap();
+        let back: Vec<KafkaRecord> = stored.iter().map(|r| decode(&msg(r))).collect();
+        let stamp = ProducerStamp {
+            producer_id: 42,
+            epoch: 3,
+            base_sequence: 100,
+            records: 2,
+        };
+        assert_eq!(back[0].producer, Some(stamp));
+        assert_eq!(back[1].producer, None);
+        assert_eq!(back[0].value.as_deref(), Some(&b"v0"[..]));
+        // The second record's envelope (it has a header) carries no stamp.
+        assert_eq!(stored[1].value[ENVELOPE_MAGIC.len()] & FLAG_PRODUCER, 0);
+    }
 
     /// Bytes that often start with the envelope magic or a piece of it, so that look-alike
     /// values are tried as often as ordinary ones.
@@ -330,8 +421,17 @@ mod tests {
             proptest::collection::vec(header, 0..4),
             // Timestamps whose nanoseconds fit an i64, as SeaweedMQ's ts_ns must.
             -9_000_000_000_000i64..9_000_000_000_000,
+            proptest::option::of((any::<i64>(), any::<i16>(), any::<i32>(), any::<i32>())),
         )
-            .prop_map(|(key, value, headers, timestamp_ms)| KafkaRecord {
+            .prop_map(|(key, value, headers, timestamp_ms, stamp)| KafkaRecord {
+                producer: stamp.map(
+                    |(producer_id, epoch, base_sequence, records)| ProducerStamp {
+                        producer_id,
+                        epoch,
+                        base_sequence,
+                        records,
+                    },
+                ),
                 key: key.map(Bytes::from),
                 value: value.map(Bytes::from),
                 headers: headers
@@ -353,6 +453,7 @@ mod tests {
             r.value.as_deref(),
             &headers,
             r.timestamp_ms,
+            r.producer,
         )
     }
 
@@ -365,6 +466,7 @@ mod tests {
             prop_assert_eq!(decode(&msg(&stored)), r.clone());
             // Plain records keep the producer's bytes for native readers.
             if r.headers.is_empty()
+                && r.producer.is_none()
                 && r.key.as_ref().is_none_or(|k| !k.is_empty())
                 && r.value.as_ref().is_some_and(|v| !v.starts_with(ENVELOPE_MAGIC))
             {
@@ -382,7 +484,12 @@ mod tests {
             let first = recs[0].timestamp_ms;
             let recs: Vec<KafkaRecord> = recs
                 .into_iter()
-                .map(|r| KafkaRecord { timestamp_ms: first.saturating_add(r.timestamp_ms % 1_000_000), ..r })
+                .map(|r| KafkaRecord {
+                    timestamp_ms: first.saturating_add(r.timestamp_ms % 1_000_000),
+                    // Batches rebuilt for readers carry no producer.
+                    producer: None,
+                    ..r
+                })
                 .collect();
             let b = to_batch(base, &recs);
             let info = batch::validate_one(&b, 1 << 20).expect("valid batch");

@@ -16,6 +16,7 @@ pub mod cache;
 mod offset_records;
 mod offsets;
 pub mod partition;
+mod producers;
 mod read;
 mod topics;
 
@@ -150,6 +151,13 @@ impl Shard {
         tp: TopicPartition,
         records: Option<bytes::Bytes>,
     ) -> Applied {
+        if !self.producers_ready(&tp) {
+            let why = "kelp is reading this partition's stored producer state; retry";
+            return Applied::Now(PartitionReply::Produce(ProduceOutcome::error(
+                ErrorCode::NotEnoughReplicas,
+                Some(why.into()),
+            )));
+        }
         let sw = self.sw();
         let submitted = {
             let mut partitions = sw.partitions.borrow_mut();

@@ -177,7 +177,7 @@ impl Shard {
                     OFFSETS_TOPIC,
                     0,
                     offset,
-                    8 << 20,
+                    limits::SEAWEEDMQ_SCAN_FETCH_BYTES,
                     limits::SEAWEEDMQ_FETCH_MESSAGES_MAX,
                 ))
                 .await;

@@ -10,7 +10,8 @@ use crate::error::ErrorCode;
 use crate::partition::producers::{Producers, SeenBatch, SeqCheck};
 use crate::partition::{validate, ProduceOutcome};
 use crate::protocol::batch::{self, BatchInfo};
-use crate::seaweedmq::{records, Record, SeaweedError, SeaweedHandle, SeaweedResult};
+use crate::seaweedmq::records::{self, ProducerStamp};
+use crate::seaweedmq::{Record, SeaweedError, SeaweedHandle, SeaweedResult};
 use crate::shard::OwnedPartition;
 use crate::topics::TopicSettings;
 use crate::util::Notify;
@@ -47,6 +48,15 @@ pub fn failure(e: &SeaweedError) -> ProduceOutcome {
     ProduceOutcome::error(ErrorCode::from_seaweed(e, true), Some(e.to_string()))
 }
 
+/// Whether a partition's idempotence table holds what its stored tail says (see
+/// `super::producers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducersState {
+    NotLoaded,
+    Loading,
+    Loaded,
+}
+
 pub struct SeaweedPartition {
     pub topic_id: Uuid,
     pub settings: TopicSettings,
@@ -55,6 +65,8 @@ pub struct SeaweedPartition {
     /// What this shard knows of the partition's range, and what it published.
     pub cache: SeaweedCache,
     producers: Producers,
+    /// Produces wait (with a retriable error) until the table is rebuilt from storage.
+    pub producers_state: ProducersState,
 }
 
 impl OwnedPartition for SeaweedPartition {
@@ -84,7 +96,21 @@ impl SeaweedPartition {
             appended: Notify::default(),
             cache: SeaweedCache::new(cache_bytes),
             producers: Producers::default(),
+            producers_state: ProducersState::NotLoaded,
         }
+    }
+
+    /// Takes in a batch found in the partition's stored tail, oldest first.
+    pub fn restore(&mut self, stamp: &ProducerStamp, base_offset: i64) {
+        let last = stamp.base_sequence as i64 + stamp.records.max(1) as i64 - 1;
+        let seen = SeenBatch {
+            first_seq: stamp.base_sequence,
+            // Sequences wrap to 0 after i32::MAX, as Kafka's do.
+            last_seq: (last % (i32::MAX as i64 + 1)) as i32,
+            base_offset,
+            log_append_time_ms: -1,
+        };
+        self.producers.restore(stamp.producer_id, stamp.epoch, seen);
     }
 
     /// Validates a produce, checks idempotence, and queues its records on the gRPC core, all
@@ -239,5 +265,54 @@ impl SeaweedPartition {
             log_append_time_ms: append_time,
             log_start_offset: self.cache.log_start_offset(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::tests_support::build_batch;
+    use crate::seaweedmq::{SeaweedCore, SeaweedOptions};
+
+    fn idempotent(pid: i64, seq: i32, n: usize) -> Bytes {
+        let recs: Vec<(&[u8], &[u8])> = (0..n).map(|_| (&b"k"[..], &b"v"[..])).collect();
+        let mut b = build_batch(&recs, 0);
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn a_retry_of_a_batch_found_in_storage_gets_its_stored_offset() {
+        // No broker behind it: a duplicate must be answered without one.
+        let handle = SeaweedCore::start("127.0.0.1:1".into(), None, SeaweedOptions::default())
+            .expect("gRPC core");
+        let settings = TopicSettings {
+            retention_bytes: -1,
+            retention_ms: -1,
+            max_message_bytes: 1 << 20,
+            log_append_time: false,
+        };
+        let mut p = SeaweedPartition::new(Uuid::nil(), settings, 1 << 20);
+        let stamp = ProducerStamp {
+            producer_id: 7,
+            epoch: 0,
+            base_sequence: 10,
+            records: 3,
+        };
+        p.restore(&stamp, 40);
+        match p.submit(&handle, "t", 0, Some(&idempotent(7, 10, 3)), 0) {
+            Submitted::Done(o) => assert_eq!((o.error, o.base_offset), (ErrorCode::None, 40)),
+            Submitted::Pending(..) => panic!("a stored batch was sent again"),
+        }
+        // The producer's next batch goes on to SeaweedMQ.
+        assert!(matches!(
+            p.submit(&handle, "t", 0, Some(&idempotent(7, 13, 1)), 0),
+            Submitted::Pending(..)
+        ));
+        handle.shutdown();
     }
 }

@@ -255,6 +255,17 @@ impl Shard {
                 log::info!("shard {}: SeaweedMQ partitions held open again", self.id);
             }
             failing = !errors.is_empty();
+            // Partitions taken over get their idempotence tables from storage before their
+            // first produce, rather than making it wait.
+            for ((topic, partition), attached) in parts.iter().zip(&results) {
+                if attached.is_ok() && topic.as_ref() != OFFSETS_TOPIC {
+                    let tp = TopicPartition {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    };
+                    self.producers_ready(&tp);
+                }
+            }
             self.pause(Duration::from_millis(limits::SEAWEEDMQ_ATTACH_CHECK_MS))
                 .await;
         }

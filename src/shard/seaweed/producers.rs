@@ -1,0 +1,100 @@
+//! An owner taking a SeaweedMQ partition (kelp started, or, with several instances, the
+//! partition moved to this one) rebuilds the partition's idempotence table from what is stored:
+//! the first record of every idempotent producer's batch carries the producer's id, epoch and
+//! sequence (`seaweedmq::records::ProducerStamp`). It reads the last
+//! `SEAWEEDMQ_PRODUCER_SCAN_RECORDS` records; until it has, produces to the partition get a
+//! retriable error, so that a producer's retry of a batch stored before the owner changed is
+//! answered with where it went instead of being stored twice.
+
+use super::partition::ProducersState;
+use crate::config::limits;
+use crate::seaweedmq::records::{self, ProducerStamp};
+use crate::seaweedmq::SeaweedResult;
+use crate::shard::{Shard, TopicPartition};
+use std::rc::Rc;
+
+impl Shard {
+    /// Whether the partition's idempotence table is rebuilt; starts rebuilding it if nobody
+    /// has. A partition this shard does not own counts as rebuilt (its ops fail elsewhere).
+    pub(super) fn producers_ready(self: &Rc<Self>, tp: &TopicPartition) -> bool {
+        let mut partitions = self.sw().partitions.borrow_mut();
+        let Some(p) = partitions.get_mut(tp) else {
+            return true;
+        };
+        match p.producers_state {
+            ProducersState::Loaded => true,
+            ProducersState::Loading => false,
+            ProducersState::NotLoaded => {
+                p.producers_state = ProducersState::Loading;
+                let this = self.clone();
+                let tp = tp.clone();
+                glommio::spawn_local(async move { this.load_producers(tp).await }).detach();
+                false
+            }
+        }
+    }
+
+    async fn load_producers(self: Rc<Self>, tp: TopicPartition) {
+        let scanned = self.scan_producers(&tp).await;
+        let mut partitions = self.sw().partitions.borrow_mut();
+        let Some(p) = partitions.get_mut(&tp) else {
+            return;
+        };
+        match scanned {
+            Ok((stamps, records)) => {
+                for (stamp, offset) in &stamps {
+                    p.restore(stamp, *offset);
+                }
+                p.producers_state = ProducersState::Loaded;
+                log::debug!(
+                    "{}[{}]: producer state rebuilt from the last {records} records ({} batches)",
+                    tp.topic,
+                    tp.partition,
+                    stamps.len()
+                );
+            }
+            Err(e) => {
+                // Tried again by the next produce or the keeper's next round.
+                p.producers_state = ProducersState::NotLoaded;
+                log::warn!(
+                    "{}[{}]: cannot read the stored producer state yet: {e}",
+                    tp.topic,
+                    tp.partition
+                );
+            }
+        }
+    }
+
+    /// The producer stamps of the partition's last records, oldest first, with their offsets,
+    /// and how many records were read.
+    async fn scan_producers(
+        self: &Rc<Self>,
+        tp: &TopicPartition,
+    ) -> SeaweedResult<(Vec<(ProducerStamp, i64)>, i64)> {
+        let (start, end) = self.seaweed_range(tp).await?;
+        let from = start.max(end - limits::SEAWEEDMQ_PRODUCER_SCAN_RECORDS);
+        let handle = self.sw().handle.clone();
+        let mut at = from;
+        let mut stamps = Vec::new();
+        while at < end {
+            let fetched = handle.fetch(
+                &tp.topic,
+                tp.partition,
+                at,
+                limits::SEAWEEDMQ_SCAN_FETCH_BYTES,
+                limits::SEAWEEDMQ_FETCH_MESSAGES_MAX,
+            );
+            let f = self.foreign(fetched).await?;
+            if f.messages.is_empty() {
+                break;
+            }
+            for (i, m) in f.messages.iter().enumerate() {
+                if let Some(stamp) = records::decode(m).producer {
+                    stamps.push((stamp, at + i as i64));
+                }
+            }
+            at += f.messages.len() as i64;
+        }
+        Ok((stamps, at - from))
+    }
+}
