@@ -12,8 +12,8 @@
 # tests, and requires them to fail (saying whether they fail to build or fail an assertion).
 #
 # Needs Go (>= 1.26) and the module proxy (or a warm module cache); installs nothing. On two cores
-# it takes about 30 s with a warm Go build cache (about 90 s with --verify-fail); with an empty
-# GOCACHE the first run compiles the test packages' dependencies (about 2.5 minutes in all).
+# it takes 20-40 s with a warm Go build cache (50-90 s with --verify-fail); with an empty GOCACHE
+# the first run compiles the test packages' dependencies (about 2.5 minutes in all).
 #
 # Usage: scripts/seaweedfs/test-patches.sh [--verify-fail] [--keep]
 #   --keep   leave the scratch directory (printed) instead of removing it

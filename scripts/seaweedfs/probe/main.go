@@ -5,12 +5,18 @@
 //	probe kill      publish N records with pipelining, run -kill-cmd (e.g. SIGKILL and restart
 //	                the broker) after -kill-at acks, publish the rest again from the first
 //	                unacknowledged record, then check every acknowledged record reads back at
-//	                its offset and no offset was handed out twice.
+//	                its offset and no offset was handed out twice. With -tail a reader follows the
+//	                partition meanwhile; with -tail-ahead it reads whatever the broker serves, past
+//	                the acknowledged offsets too, and every record it read must still be at its
+//	                offset after the kill (a broker must not serve records it can lose).
 //	probe fullstop  publish N records, close the stream, wait until the broker log says it
 //	                unloaded the partition, publish N more on a new stream, then check the new
 //	                offsets continue after the old ones and every record reads back.
 //	probe bench     publish for -duration with -inflight records in flight; print records/s
 //	                and the ack latency distribution.
+//
+// -ts-jump-every N (any mode) stamps each N-th record 10 s later than the one before, as Kafka
+// record timestamps may jump; a jump within a broker log window seals that window.
 //
 // It exits 1 if a check fails. Records are 100-byte values keyed "r<seq>" so that a record read
 // back can be matched to the one acknowledged at that offset.
@@ -53,6 +59,8 @@ var (
 	phase2Shift  = flag.Duration("phase2-ts-shift", 0, "fullstop: shift the timestamps of the records published after the reload (e.g. -1h: older than the stored ones)")
 	noRepublish  = flag.Bool("no-republish", false, "kill: do not publish again after the kill, only check what the broker kept")
 	tail         = flag.Bool("tail", false, "kill: also read the partition while publishing, up to the highest acked offset, and check what comes back")
+	tsJumpEvery  = flag.Int("ts-jump-every", 0, "stamp each record this many records on 10 s later than the one before (Kafka producers' timestamps jump too; a jump within a broker log window seals the window)")
+	tailAhead    = flag.Bool("tail-ahead", false, "kill: with -tail, read past the highest acked offset too (whatever the broker serves), and check that every record read is still at its offset after the kill")
 )
 
 func main() {
@@ -112,9 +120,11 @@ type probe struct {
 	topic     *schema_pb.Topic
 	partition *schema_pb.Partition
 
-	mu    sync.Mutex
-	acked map[int64]int // offset -> seq of the record acknowledged there
-	reuse []string      // offsets acknowledged for two different records
+	mu      sync.Mutex
+	acked   map[int64]int    // offset -> seq of the record acknowledged there
+	reuse   []string         // offsets acknowledged for two different records
+	seen    map[int64]string // -tail-ahead: offset -> value the tail reader read there
+	scanned map[int64]string // offset -> value, from the last verify scan
 }
 
 // configure creates the topic with one partition (retrying while a restarted broker is not
@@ -140,6 +150,14 @@ func record(seq int) (key, value []byte) {
 	key = []byte(fmt.Sprintf("r%07d", seq))
 	value = []byte(fmt.Sprintf("%s:%s", key, strings.Repeat("v", max(*valueSize-len(key)-1, 0))))
 	return key, value
+}
+
+// tsJump is how much later than now record seq is stamped, see -ts-jump-every.
+func tsJump(seq int) time.Duration {
+	if *tsJumpEvery <= 0 {
+		return 0
+	}
+	return time.Duration(seq / *tsJumpEvery) * 10 * time.Second
 }
 
 type ack struct {
@@ -214,7 +232,7 @@ func (s *session) send(from, to int, inflight int, stop <-chan struct{}, onAck f
 			m := sent{seq: seq, at: time.Now()}
 			window <- m
 			if err := s.stream.Send(&mq_pb.PublishMessageRequest{Message: &mq_pb.PublishMessageRequest_Data{
-				Data: &mq_pb.DataMessage{Key: key, Value: value, TsNs: m.at.Add(s.tsShift).UnixNano()},
+				Data: &mq_pb.DataMessage{Key: key, Value: value, TsNs: m.at.Add(s.tsShift + tsJump(seq)).UnixNano()},
 			}}); err != nil {
 				sendErr <- err
 				return
@@ -376,20 +394,21 @@ func (p *probe) killTest() bool {
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
-		return p.verify() && tailOK
+		return p.verify() && tailOK && p.checkSeen()
 	}
 	logf("all %d records acknowledged in %.1fs", *count, time.Since(start).Seconds())
-	return p.verify() && tailOK
+	return p.verify() && tailOK && p.checkSeen()
 }
 
 // tailReader reads the partition from offset 0 while records are published, never beyond the
-// highest acknowledged offset, and checks each record read against the one acknowledged at
-// its offset, until done is closed and it has caught up.
+// highest acknowledged offset (with -tail-ahead: as far as the broker serves), and checks each
+// record read against the one acknowledged at its offset, until done is closed and it has
+// caught up. With -tail-ahead it keeps what it read in p.seen, for checkSeen.
 func (p *probe) tailReader(done <-chan struct{}) bool {
 	var pos int64
-	wrong, emptyPolls, fetchErrs := 0, 0, 0
-	var firstEmpty time.Time
+	wrong, emptyPolls, fetchErrs, early := 0, 0, 0, 0
 	var examples []string
+	p.seen = map[int64]string{}
 	for {
 		end := p.maxAcked() + 1
 		if pos >= end {
@@ -399,6 +418,9 @@ func (p *probe) tailReader(done <-chan struct{}) bool {
 					ok := wrong == 0 && emptyPolls == 0
 					logf("tail reader: read %d records while publishing; %d read back as another record, %d empty answers below the acked offsets, %d fetch errors (broker away) %s",
 						pos, wrong, emptyPolls, fetchErrs, strings.Join(examples, "; "))
+					if *tailAhead {
+						logf("tail reader: %d records read before the probe had their ack (acks in transit, or records the broker served unacknowledged)", early)
+					}
 					if !ok {
 						logf("CHECK FAILED: the tail reader got wrong or no records below acknowledged offsets")
 					}
@@ -406,18 +428,25 @@ func (p *probe) tailReader(done <-chan struct{}) bool {
 				}
 			default:
 			}
-			time.Sleep(5 * time.Millisecond)
-			continue
+			if !*tailAhead {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
 		}
-		resp, err := p.fetch(pos, int32(min(end-pos, 500)))
+		maxMessages := min(end-pos, 500)
+		if *tailAhead {
+			maxMessages = 500
+		}
+		resp, err := p.fetch(pos, int32(maxMessages))
 		if err != nil {
 			fetchErrs++
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
 		if len(resp.Messages) == 0 {
-			if firstEmpty.IsZero() {
-				firstEmpty = time.Now()
+			if pos >= end {
+				time.Sleep(5 * time.Millisecond) // at the end of what the broker serves
+				continue
 			}
 			emptyPolls++
 			if len(examples) < 3 {
@@ -428,11 +457,19 @@ func (p *probe) tailReader(done <-chan struct{}) bool {
 		}
 		p.mu.Lock()
 		for i, m := range resp.Messages {
-			if seq, ok := p.acked[pos+int64(i)]; ok {
+			off := pos + int64(i)
+			seq, ok := p.acked[off]
+			if *tailAhead {
+				p.seen[off] = string(m.Value)
+				if !ok {
+					early++
+				}
+			}
+			if ok {
 				if _, want := record(seq); string(m.Value) != string(want) {
 					wrong++
 					if len(examples) < 3 {
-						examples = append(examples, fmt.Sprintf("offset %d: want r%07d, got %.8q", pos+int64(i), seq, m.Value))
+						examples = append(examples, fmt.Sprintf("offset %d: want r%07d, got %.8q", off, seq, m.Value))
 					}
 				}
 			}
@@ -440,6 +477,37 @@ func (p *probe) tailReader(done <-chan struct{}) bool {
 		p.mu.Unlock()
 		pos += int64(len(resp.Messages))
 	}
+}
+
+// checkSeen checks that every record the -tail-ahead reader got is at its offset in the last
+// scan: a record served and then lost (or replaced) in the kill was served before it was durable.
+func (p *probe) checkSeen() bool {
+	if !*tailAhead {
+		return true
+	}
+	lost, replaced := 0, 0
+	var examples []string
+	for off, value := range p.seen {
+		got, found := p.scanned[off]
+		switch {
+		case !found:
+			lost++
+		case got != value:
+			replaced++
+		default:
+			continue
+		}
+		if len(examples) < 3 {
+			examples = append(examples, fmt.Sprintf("offset %d: read %.8q, now %.8q", off, value, got))
+		}
+	}
+	if lost+replaced > 0 {
+		logf("CHECK FAILED: of %d records the tail reader read, %d are gone after the kill and %d are now another record (e.g. %s)",
+			len(p.seen), lost, replaced, strings.Join(examples, "; "))
+		return false
+	}
+	logf("check: all %d records the tail reader read are still at their offsets after the kill", len(p.seen))
+	return true
 }
 
 func (p *probe) fullStopTest() bool {
@@ -622,6 +690,9 @@ func (p *probe) verify() bool {
 			examples = append(examples, fmt.Sprintf("offset %d: want r%07d, got %.8q", off, seq, got))
 		}
 	}
+	p.mu.Lock()
+	p.scanned = scanned
+	p.mu.Unlock()
 	if missing+wrong > 0 {
 		ok = false
 		logf("CHECK FAILED: scan from 0: %d acknowledged records missing, %d read back as another record (e.g. %s)",
