@@ -48,6 +48,9 @@ pub mod limits {
     /// Records at the end of a SeaweedMQ partition its new owner reads to rebuild which
     /// idempotent producers' batches it holds (retries come for the last few of each).
     pub const SEAWEEDMQ_PRODUCER_SCAN_RECORDS: i64 = 20_000;
+    /// Produces one SeaweedMQ partition holds while its new owner rebuilds its idempotence
+    /// table; more get a retriable error.
+    pub const SEAWEEDMQ_PRODUCES_WAITING_MAX: usize = 1024;
     /// Bytes one fetch of such a scan (or of the offsets topic's replay) may return.
     pub const SEAWEEDMQ_SCAN_FETCH_BYTES: i32 = 8 << 20;
     /// How often the gRPC core writes the partition marks that moved to the filer (a crash of

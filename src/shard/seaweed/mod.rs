@@ -22,11 +22,13 @@ mod topics;
 
 use super::ops::{Applied, PartitionOp, PartitionReply};
 use super::{Shard, TopicPartition};
+use crate::config::limits;
 use crate::error::ErrorCode;
 use crate::partition::ProduceOutcome;
 use crate::seaweedmq::{SeaweedError, SeaweedHandle, SeaweedResult};
 use crate::topics::TopicSettings;
 use crate::util::now_ms;
+use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::FutureExt;
 use partition::{SeaweedPartition, Submitted};
@@ -145,23 +147,50 @@ impl Shard {
         }
     }
 
-    /// Produce: queued on the gRPC core now, answered once SeaweedMQ acks every record.
-    fn seaweed_produce(
+    /// Produce: queued on the gRPC core now, answered once SeaweedMQ acks every record. While
+    /// the partition's idempotence table is being rebuilt from storage, produces wait for it in
+    /// arrival order (answering them with a retriable error would let a producer's later batch
+    /// overtake an earlier one's retry).
+    fn seaweed_produce(self: &Rc<Self>, tp: TopicPartition, records: Option<Bytes>) -> Applied {
+        let outcome = if self.producers_ready(&tp) {
+            match self.submit_produce(&tp, records) {
+                Ok(done) => return Applied::Now(PartitionReply::Produce(done)),
+                Err(later) => later,
+            }
+        } else {
+            let (tx, rx) = oneshot::channel();
+            if let Err(full) = self.queue_produce(&tp, records, tx) {
+                return Applied::Now(PartitionReply::Produce(full));
+            }
+            rx
+        };
+        later(async move {
+            PartitionReply::Produce(
+                outcome
+                    .await
+                    .unwrap_or_else(|_| ProduceOutcome::error(ErrorCode::UnknownServerError, None)),
+            )
+        })
+    }
+
+    /// Submits a produce to the gRPC core: `Ok` with an answer known at once, otherwise the
+    /// receiver of the answer, which a task of its own applies, so that it is applied even if
+    /// the client goes away meanwhile: the idempotence table must learn where the batch went
+    /// (or that it failed) for the producer's retry to be answered right.
+    pub(super) fn submit_produce(
         self: &Rc<Self>,
-        tp: TopicPartition,
-        records: Option<bytes::Bytes>,
-    ) -> Applied {
-        if !self.producers_ready(&tp) {
-            let why = "kelp is reading this partition's stored producer state; retry";
-            return Applied::Now(PartitionReply::Produce(ProduceOutcome::error(
-                ErrorCode::NotEnoughReplicas,
-                Some(why.into()),
-            )));
-        }
+        tp: &TopicPartition,
+        records: Option<Bytes>,
+    ) -> Result<ProduceOutcome, oneshot::Receiver<ProduceOutcome>> {
         let sw = self.sw();
         let submitted = {
             let mut partitions = sw.partitions.borrow_mut();
-            let p = partitions.get_mut(&tp).expect("checked by the caller");
+            let Some(p) = partitions.get_mut(tp) else {
+                return Ok(ProduceOutcome::error(
+                    ErrorCode::UnknownTopicOrPartition,
+                    None,
+                ));
+            };
             p.submit(
                 &sw.handle,
                 &tp.topic,
@@ -170,30 +199,48 @@ impl Shard {
                 now_ms(),
             )
         };
-        match submitted {
-            Submitted::Done(o) => Applied::Now(PartitionReply::Produce(o)),
-            Submitted::Pending(pending, rx) => {
-                // The outcome is applied by a task of its own, so that it is applied even if
-                // the client goes away meanwhile: the idempotence table must learn where the
-                // batch went (or that it failed) for the producer's retry to be answered right.
-                let (tx, outcome) = oneshot::channel();
-                let this = self.clone();
-                glommio::spawn_local(async move {
-                    let result = answer(&this, rx).await;
-                    let mut partitions = this.sw().partitions.borrow_mut();
-                    let _ = tx.send(match partitions.get_mut(&tp) {
-                        Some(p) => p.finish(pending, result),
-                        None => ProduceOutcome::error(ErrorCode::UnknownTopicOrPartition, None),
-                    });
-                })
-                .detach();
-                later(async move {
-                    PartitionReply::Produce(outcome.await.unwrap_or_else(|_| {
-                        ProduceOutcome::error(ErrorCode::UnknownServerError, None)
-                    }))
-                })
-            }
+        let (pending, rx) = match submitted {
+            Submitted::Done(o) => return Ok(o),
+            Submitted::Pending(pending, rx) => (pending, rx),
+        };
+        let (tx, outcome) = oneshot::channel();
+        let this = self.clone();
+        let tp = tp.clone();
+        glommio::spawn_local(async move {
+            let result = answer(&this, rx).await;
+            let mut partitions = this.sw().partitions.borrow_mut();
+            let _ = tx.send(match partitions.get_mut(&tp) {
+                Some(p) => p.finish(pending, result),
+                None => ProduceOutcome::error(ErrorCode::UnknownTopicOrPartition, None),
+            });
+        })
+        .detach();
+        Err(outcome)
+    }
+
+    /// Queues a produce until the partition's idempotence table is rebuilt; refuses it
+    /// (retriable) when `SEAWEEDMQ_PRODUCES_WAITING_MAX` already wait.
+    fn queue_produce(
+        &self,
+        tp: &TopicPartition,
+        records: Option<Bytes>,
+        tx: oneshot::Sender<ProduceOutcome>,
+    ) -> Result<(), ProduceOutcome> {
+        let mut partitions = self.sw().partitions.borrow_mut();
+        let Some(p) = partitions.get_mut(tp) else {
+            return Err(ProduceOutcome::error(
+                ErrorCode::UnknownTopicOrPartition,
+                None,
+            ));
+        };
+        if p.waiting.len() >= limits::SEAWEEDMQ_PRODUCES_WAITING_MAX {
+            return Err(ProduceOutcome::error(
+                ErrorCode::NotEnoughReplicas,
+                Some("kelp is still reading this partition's stored producer state".into()),
+            ));
         }
+        p.waiting.push_back((records, tx));
+        Ok(())
     }
 }
 

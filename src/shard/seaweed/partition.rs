@@ -17,6 +17,7 @@ use crate::topics::TopicSettings;
 use crate::util::Notify;
 use bytes::Bytes;
 use futures::channel::oneshot;
+use std::collections::VecDeque;
 use uuid::Uuid;
 
 /// What [`SeaweedPartition::submit`] did with a produce.
@@ -65,8 +66,11 @@ pub struct SeaweedPartition {
     /// What this shard knows of the partition's range, and what it published.
     pub cache: SeaweedCache,
     producers: Producers,
-    /// Produces wait (with a retriable error) until the table is rebuilt from storage.
+    /// Whether the idempotence table was rebuilt from storage since this shard took the
+    /// partition.
     pub producers_state: ProducersState,
+    /// Produces waiting for that, in arrival order, with where their answer goes.
+    pub waiting: VecDeque<(Option<Bytes>, oneshot::Sender<ProduceOutcome>)>,
 }
 
 impl OwnedPartition for SeaweedPartition {
@@ -97,6 +101,7 @@ impl SeaweedPartition {
             cache: SeaweedCache::new(cache_bytes),
             producers: Producers::default(),
             producers_state: ProducersState::NotLoaded,
+            waiting: VecDeque::new(),
         }
     }
 

@@ -2,8 +2,8 @@
 //! partition moved to this one) rebuilds the partition's idempotence table from what is stored:
 //! the first record of every idempotent producer's batch carries the producer's id, epoch and
 //! sequence (`seaweedmq::records::ProducerStamp`). It reads the last
-//! `SEAWEEDMQ_PRODUCER_SCAN_RECORDS` records; until it has, produces to the partition get a
-//! retriable error, so that a producer's retry of a batch stored before the owner changed is
+//! `SEAWEEDMQ_PRODUCER_SCAN_RECORDS` records; until it has, produces to the partition wait, in
+//! arrival order, so that a producer's retry of a batch stored before the owner changed is
 //! answered with where it went instead of being stored twice.
 
 use super::partition::ProducersState;
@@ -36,32 +36,55 @@ impl Shard {
 
     async fn load_producers(self: Rc<Self>, tp: TopicPartition) {
         let scanned = self.scan_producers(&tp).await;
-        let mut partitions = self.sw().partitions.borrow_mut();
-        let Some(p) = partitions.get_mut(&tp) else {
-            return;
-        };
-        match scanned {
-            Ok((stamps, records)) => {
-                for (stamp, offset) in &stamps {
-                    p.restore(stamp, *offset);
+        let waiting = {
+            let mut partitions = self.sw().partitions.borrow_mut();
+            let Some(p) = partitions.get_mut(&tp) else {
+                return;
+            };
+            match &scanned {
+                Ok((stamps, records)) => {
+                    for (stamp, offset) in stamps {
+                        p.restore(stamp, *offset);
+                    }
+                    p.producers_state = ProducersState::Loaded;
+                    log::debug!(
+                        "{}[{}]: producer state rebuilt from the last {records} records ({} batches)",
+                        tp.topic,
+                        tp.partition,
+                        stamps.len()
+                    );
                 }
-                p.producers_state = ProducersState::Loaded;
-                log::debug!(
-                    "{}[{}]: producer state rebuilt from the last {records} records ({} batches)",
-                    tp.topic,
-                    tp.partition,
-                    stamps.len()
-                );
+                Err(e) => {
+                    // Tried again by the next produce or the keeper's next round.
+                    p.producers_state = ProducersState::NotLoaded;
+                    log::warn!(
+                        "{}[{}]: cannot read the stored producer state yet: {e}",
+                        tp.topic,
+                        tp.partition
+                    );
+                }
             }
-            Err(e) => {
-                // Tried again by the next produce or the keeper's next round.
-                p.producers_state = ProducersState::NotLoaded;
-                log::warn!(
-                    "{}[{}]: cannot read the stored producer state yet: {e}",
-                    tp.topic,
-                    tp.partition
-                );
-            }
+            std::mem::take(&mut p.waiting)
+        };
+        for (records, tx) in waiting {
+            let Err(e) = &scanned else {
+                // In arrival order, each queued on the gRPC core before the next.
+                match self.submit_produce(&tp, records) {
+                    Ok(done) => {
+                        let _ = tx.send(done);
+                    }
+                    Err(outcome) => {
+                        glommio::spawn_local(async move {
+                            if let Ok(done) = outcome.await {
+                                let _ = tx.send(done);
+                            }
+                        })
+                        .detach();
+                    }
+                }
+                continue;
+            };
+            let _ = tx.send(super::partition::failure(e));
         }
     }
 
