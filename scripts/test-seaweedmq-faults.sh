@@ -38,9 +38,11 @@ if [ "$STOCK" = 1 ]; then
     export KELP_FAULT_EXPECT=fenced
 fi
 PIDS=()
-KELP_PID=
+# The running kelp's pid, in a file: the fault injector (a subshell) starts kelp again too.
+KELP_PID_FILE=$RUN_DIR/kelp.pid
+kelp_pid() { cat "$KELP_PID_FILE" 2>/dev/null || true; }
 cleanup() {
-    for pid in "${PIDS[@]+"${PIDS[@]}"}" $KELP_PID; do
+    for pid in "${PIDS[@]+"${PIDS[@]}"}" $(kelp_pid); do
         kill -TERM "$pid" 2>/dev/null || true
     done
     scripts/seaweedmq-down.sh || true
@@ -68,25 +70,28 @@ STACK_DIR=$(seaweedmq_dir)
 
 KELP_PORT=$(free_port)
 # start_kelp NAME: kelp on $KELP_PORT (the same port every time, so that clients reconnect to
-# it); sets KELP_PID. Its log is $RUN_DIR/kelp-NAME.log.
+# it); its pid goes to $KELP_PID_FILE, its log to $RUN_DIR/kelp-NAME.log.
 start_kelp() {
     RUST_LOG=${RUST_LOG:-info} "$KELP_BIN" --backend seaweedmq --seaweedmq "$BROKER" \
         --seaweedmq-filer "$FILER" --listen "127.0.0.1:$KELP_PORT" \
         >"$RUN_DIR/kelp-$1.log" 2>&1 &
-    KELP_PID=$!
-    wait_listening "$KELP_PORT" "$KELP_PID" "$RUN_DIR/kelp-$1.log" 60 "kelp $1"
+    echo $! >"$KELP_PID_FILE"
+    wait_listening "$KELP_PORT" "$!" "$RUN_DIR/kelp-$1.log" 60 "kelp $1"
 }
 
 # stop_kelp SIGNAL: stops kelp and waits until it is gone.
 stop_kelp() {
-    kill "-$1" "$KELP_PID" 2>/dev/null || true
+    local pid
+    pid=$(kelp_pid)
+    [ -n "$pid" ] || return 0
+    kill "-$1" "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + 30))
-    while kill -0 "$KELP_PID" 2>/dev/null; do
-        [ "$SECONDS" -lt "$deadline" ] || die "kelp ($KELP_PID) still running 30 s after SIG$1"
+    while kill -0 "$pid" 2>/dev/null; do
+        [ "$SECONDS" -lt "$deadline" ] || die "kelp ($pid) still running 30 s after SIG$1"
         sleep 0.05
     done
-    wait "$KELP_PID" 2>/dev/null || true
-    KELP_PID=
+    wait "$pid" 2>/dev/null || true
+    rm -f "$KELP_PID_FILE"
 }
 
 PREFIX=faults-$(rand_hex)
@@ -170,18 +175,20 @@ during_produce() {
     cat "$RUN_DIR/$name-faults.log"
     grep -E 'fenced|lost acknowledged|stream broke' "$RUN_DIR"/kelp-"$name"*.log | head -n 5 || true
     if [ "$STOCK" = 1 ]; then expected=$((expected + 2)); else expected=$((expected + 4)); fi
-    [ -n "$KELP_PID" ] && stop_kelp TERM
+    stop_kelp TERM
 }
 
 broker_kill() { scripts/seaweedmq-broker.sh restart; }
 broker_term() { scripts/seaweedmq-broker.sh graceful-restart; }
 # kelp_kill TAG: SIGKILL kelp and start it again on the same port.
 kelp_kill() {
-    kill -KILL "$KELP_PID"
-    wait "$KELP_PID" 2>/dev/null || true
-    echo "kelp ($KELP_PID) killed"
+    local pid
+    pid=$(kelp_pid)
+    kill -KILL "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
+    echo "kelp ($pid) killed"
     start_kelp "$1"
-    echo "kelp started again ($KELP_PID)"
+    echo "kelp started again ($(kelp_pid))"
 }
 
 for fault in $FAULTS; do

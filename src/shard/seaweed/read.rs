@@ -29,6 +29,20 @@ impl Shard {
         ))
     }
 
+    /// Tells the partition a high-water mark the broker reported; returns the log start and
+    /// high-water mark as the partition now knows them.
+    fn observe_high_watermark(&self, tp: &TopicPartition, high_watermark: i64) -> (i64, i64) {
+        let mut partitions = self.sw().partitions.borrow_mut();
+        match partitions.get_mut(tp) {
+            Some(p) => {
+                let start = p.cache.log_start_offset();
+                p.cache.observe_range(start, high_watermark);
+                (start, p.cache.high_watermark())
+            }
+            None => (0, high_watermark),
+        }
+    }
+
     /// Tells the partition what the broker said of its range; returns the high-water mark
     /// as the partition now knows it.
     fn observe_range(&self, tp: &TopicPartition, log_start: i64, high_watermark: i64) -> i64 {
@@ -62,8 +76,22 @@ impl Shard {
             .await;
         match fetched {
             Ok(f) => {
-                let log_start = f.log_start.max(0);
-                let mut hw = self.observe_range(tp, log_start, f.high_water_mark);
+                // FetchMessage's log start is the start of the broker's memory buffer, not of
+                // the log: the log start stays what the range calls said.
+                let (log_start, mut hw) = self.observe_high_watermark(tp, f.high_water_mark);
+                if f.messages.is_empty() && offset < f.high_water_mark {
+                    // Stored records the broker does not serve (log files written by a broker
+                    // without kelp's patches can read back empty): say so rather than answer a
+                    // consumer with an empty partition it would wait on forever.
+                    log::warn!(
+                        "{}[{}]: SeaweedMQ returned no records at offset {offset}, below its \
+                         high-water mark {}",
+                        tp.topic,
+                        tp.partition,
+                        f.high_water_mark
+                    );
+                    return Err(ErrorCode::KafkaStorageError);
+                }
                 let mut out = ReadResult {
                     high_watermark: hw,
                     log_start_offset: log_start,
@@ -80,11 +108,10 @@ impl Shard {
                 Ok(out)
             }
             Err(SeaweedError::OffsetOutOfRange {
-                log_start,
-                high_water_mark,
-                ..
+                high_water_mark, ..
             }) => {
-                self.observe_range(tp, log_start, high_water_mark);
+                // The fetch handler then asks the range for the answer's log start.
+                self.observe_high_watermark(tp, high_water_mark);
                 Err(ErrorCode::OffsetOutOfRange)
             }
             Err(e) => {
