@@ -14,6 +14,10 @@
 //	                offsets continue after the old ones and every record reads back.
 //	probe bench     publish for -duration with -inflight records in flight; print records/s
 //	                and the ack latency distribution.
+//	probe startup   run -kill-cmd (kill the broker and start it again) and call
+//	                LookupTopicBrokers from -inflight goroutines from the moment the broker's
+//	                port accepts again, for -duration after the first success; print every
+//	                answer, and fail if the broker went away again (a panic in -broker-log).
 //
 // -ts-jump-every N (any mode) stamps each N-th record 10 s later than the one before, as Kafka
 // record timestamps may jump; a jump within a broker log window seals that window.
@@ -49,23 +53,24 @@ var (
 	count        = flag.Int("n", 20000, "records to publish (kill: in all; fullstop: in each phase)")
 	inflight     = flag.Int("inflight", 64, "records in flight on the publish stream")
 	killAt       = flag.Int("kill-at", 0, "kill: run -kill-cmd after this many acks (default n/2)")
-	killCmd      = flag.String("kill-cmd", "", "kill: shell command that kills (and restarts) the broker")
-	brokerLog    = flag.String("broker-log", "", "fullstop: broker log file to watch for the partition unload")
+	killCmd      = flag.String("kill-cmd", "", "kill, startup: shell command that kills (and restarts) the broker")
+	brokerLog    = flag.String("broker-log", "", "fullstop: broker log file to watch for the partition unload; startup: to check for a panic")
 	unloadWait   = flag.Duration("unload-timeout", 60*time.Second, "fullstop: how long to wait for the unload")
-	duration     = flag.Duration("duration", 10*time.Second, "bench: how long to publish")
+	duration     = flag.Duration("duration", 10*time.Second, "bench: how long to publish; startup: how long to go on after the first successful lookup")
 	valueSize    = flag.Int("value-bytes", 100, "value size")
-	reconnectFor = flag.Duration("reconnect-timeout", 180*time.Second, "how long to retry a broker that is away")
+	reconnectFor = flag.Duration("reconnect-timeout", 180*time.Second, "how long to retry a broker that is away (startup: to wait for its port and first lookup)")
 	samples      = flag.Int("samples", 500, "single-record fetches at random acknowledged offsets")
 	phase2Shift  = flag.Duration("phase2-ts-shift", 0, "fullstop: shift the timestamps of the records published after the reload (e.g. -1h: older than the stored ones)")
 	noRepublish  = flag.Bool("no-republish", false, "kill: do not publish again after the kill, only check what the broker kept")
 	tail         = flag.Bool("tail", false, "kill: also read the partition while publishing, up to the highest acked offset, and check what comes back")
 	tsJumpEvery  = flag.Int("ts-jump-every", 0, "stamp each record this many records on 10 s later than the one before (Kafka producers' timestamps jump too; a jump within a broker log window seals the window)")
+	startupPub   = flag.Bool("startup-publish", false, "startup: one of the goroutines opens PublishMessage streams instead")
 	tailAhead    = flag.Bool("tail-ahead", false, "kill: with -tail, read past the highest acked offset too (whatever the broker serves), and check that every record read is still at its offset after the kill")
 )
 
 func main() {
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: probe [flags] kill|fullstop|bench\n")
+		fmt.Fprintf(os.Stderr, "usage: probe [flags] kill|fullstop|bench|startup\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -95,6 +100,8 @@ func main() {
 		ok = p.fullStopTest()
 	case "bench":
 		ok = p.bench()
+	case "startup":
+		ok = p.startupTest()
 	default:
 		flag.Usage()
 		os.Exit(2)
