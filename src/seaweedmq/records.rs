@@ -192,12 +192,15 @@ fn decode_envelope(b: Bytes, key: Bytes) -> Result<KafkaRecord, BatchError> {
     })
 }
 
-/// The records of a validated batch (decompressed when needed) as SeaweedMQ messages.
-/// `log_append_time_ms` replaces every record's timestamp when set.
+/// The records of a validated batch (decompressed when needed) as SeaweedMQ messages, but the
+/// first `skip` (the stored head of a torn batch: then no record carries the producer stamp,
+/// which stays on the stored first one). `log_append_time_ms` replaces every record's
+/// timestamp when set.
 pub fn from_batch(
     batch_bytes: &[u8],
     decompressed_bytes_max: usize,
     log_append_time_ms: Option<i64>,
+    skip: usize,
 ) -> Result<Vec<Record>, BatchError> {
     let body = batch::records_section(batch_bytes, decompressed_bytes_max)?;
     let base_ts = batch::base_timestamp(batch_bytes);
@@ -213,6 +216,7 @@ pub fn from_batch(
         });
     Ok(views
         .iter()
+        .skip(skip)
         .map(|r| {
             let ts = log_append_time_ms.unwrap_or(base_ts.saturating_add(r.timestamp_delta));
             // Only the batch's first record carries the stamp.
@@ -368,7 +372,7 @@ mod tests {
         assert_eq!(info.records_count, 2);
         assert_eq!(batch::base_offset(&b), 42);
         assert_eq!(batch::last_offset_delta(&b), 1);
-        let back = from_batch(&b, 1 << 20, None).unwrap();
+        let back = from_batch(&b, 1 << 20, None, 0).unwrap();
         let decoded: Vec<KafkaRecord> = back.iter().map(|r| decode(&msg(r))).collect();
         assert_eq!(decoded, recs);
     }
@@ -383,7 +387,7 @@ mod tests {
         b[53..57].copy_from_slice(&100i32.to_be_bytes());
         let crc = crc32c::crc32c(&b[batch::OFFSET_ATTRIBUTES..]);
         b[batch::OFFSET_CRC..batch::OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
-        let stored = from_batch(&b, 1 << 20, None).unwrap();
+        let stored = from_batch(&b, 1 << 20, None, 0).unwrap();
         let back: Vec<KafkaRecord> = stored.iter().map(|r| decode(&msg(r))).collect();
         let stamp = ProducerStamp {
             producer_id: 42,
@@ -495,7 +499,7 @@ mod tests {
             let info = batch::validate_one(&b, 1 << 20).expect("valid batch");
             prop_assert_eq!(info.records_count as usize, recs.len());
             prop_assert_eq!(batch::base_offset(&b), base);
-            let back = from_batch(&b, 1 << 20, None).unwrap();
+            let back = from_batch(&b, 1 << 20, None, 0).unwrap();
             let decoded: Vec<KafkaRecord> = back.iter().map(|r| decode(&msg(r))).collect();
             prop_assert_eq!(decoded, recs);
         }

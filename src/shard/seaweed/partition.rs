@@ -31,13 +31,30 @@ pub enum Submitted {
 /// The batches of a produce waiting for SeaweedMQ's acks.
 pub struct PendingProduce {
     batches: Vec<(Bytes, BatchInfo)>,
+    /// Per batch: a torn batch's stored head (its base offset, records stored), whose tail is
+    /// all that was sent.
+    heads: Vec<Option<(i64, usize)>>,
     log_append_time: Option<i64>,
+}
+
+/// An idempotent producer's batch of which only the first records are stored: kelp died
+/// between publishing its records (SeaweedMQ stores them one by one). It is the last batch in
+/// the log; its producer's retry sends only the rest, so the batch ends up whole and once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Torn {
+    pub stamp: ProducerStamp,
+    /// The offset of its first record.
+    pub base_offset: i64,
+    /// How many of its records are stored.
+    pub stored: usize,
 }
 
 /// A produce's batches after the idempotence check.
 struct Prepared {
     /// The batches to publish (not duplicates), as the client sent them.
     to_send: Vec<(Bytes, BatchInfo)>,
+    /// Per batch to publish: the stored head of a torn batch.
+    heads: Vec<Option<(i64, usize)>>,
     /// Their records as SeaweedMQ messages.
     records: Vec<Record>,
     /// The last batch that was a retry of one already written.
@@ -69,6 +86,8 @@ pub struct SeaweedPartition {
     /// Whether the idempotence table was rebuilt from storage since this shard took the
     /// partition.
     pub producers_state: ProducersState,
+    /// The torn batch at the end of the log, found when the table was rebuilt.
+    pub torn: Option<Torn>,
     /// Produces waiting for that, in arrival order, with where their answer goes.
     pub waiting: VecDeque<(Option<Bytes>, oneshot::Sender<ProduceOutcome>)>,
 }
@@ -101,6 +120,7 @@ impl SeaweedPartition {
             cache: SeaweedCache::new(cache_bytes),
             producers: Producers::default(),
             producers_state: ProducersState::NotLoaded,
+            torn: None,
             waiting: VecDeque::new(),
         }
     }
@@ -135,6 +155,7 @@ impl SeaweedPartition {
         let log_append_time = self.settings.log_append_time.then_some(now_ms);
         let Prepared {
             to_send,
+            heads,
             records: messages,
             duplicate,
         } = match self.prepare(batches, log_append_time) {
@@ -155,6 +176,7 @@ impl SeaweedPartition {
                 }
                 let pending = PendingProduce {
                     batches: to_send,
+                    heads,
                     log_append_time,
                 };
                 Submitted::Pending(pending, answer)
@@ -173,6 +195,7 @@ impl SeaweedPartition {
         log_append_time: Option<i64>,
     ) -> Result<Prepared, ProduceOutcome> {
         let mut to_send: Vec<(Bytes, BatchInfo)> = Vec::with_capacity(batches.len());
+        let mut heads = Vec::with_capacity(batches.len());
         let mut duplicate = None;
         let mut out = Vec::new();
         for (data, info) in batches {
@@ -191,15 +214,33 @@ impl SeaweedPartition {
                         ));
                     }
                     Ok(SeqCheck::Duplicate(seen)) => {
+                        log::debug!(
+                            "producer {} sequences {}..={}: a retry of the batch at offset {}",
+                            info.producer_id,
+                            info.base_sequence,
+                            info.last_sequence(),
+                            seen.base_offset
+                        );
                         duplicate = Some(seen);
                         continue;
                     }
                     Ok(SeqCheck::Append) => self.producers.remember(&info, -1, -1),
                 }
             }
-            let converted =
-                records::from_batch(&data, limits::BATCH_DECOMPRESSED_BYTES_MAX, log_append_time);
+            let head = if info.producer_id >= 0 {
+                self.torn_head(&info)
+            } else {
+                None
+            };
+            let skip = head.map_or(0, |(_, stored)| stored);
+            let converted = records::from_batch(
+                &data,
+                limits::BATCH_DECOMPRESSED_BYTES_MAX,
+                log_append_time,
+                skip,
+            );
             to_send.push((data, info));
+            heads.push(head);
             match converted {
                 Ok(r) => out.extend(r),
                 Err(e) => {
@@ -213,9 +254,35 @@ impl SeaweedPartition {
         }
         Ok(Prepared {
             to_send,
+            heads,
             records: out,
             duplicate,
         })
+    }
+
+    /// When `info` is the producer's retry of the torn batch at the end of the log: its stored
+    /// head (base offset, records stored). The torn batch is completed only once.
+    fn torn_head(&mut self, info: &BatchInfo) -> Option<(i64, usize)> {
+        let t = self.torn?;
+        let same = t.stamp.producer_id == info.producer_id
+            && t.stamp.epoch == info.producer_epoch
+            && t.stamp.base_sequence == info.base_sequence
+            && t.stamp.records == info.records_count;
+        if !same {
+            return None;
+        }
+        self.torn = None;
+        log::info!(
+            "producer {} sequences {}+{}: {} of the batch's records were stored at offset {} \
+             before kelp stopped; publishing the other {}",
+            info.producer_id,
+            info.base_sequence,
+            info.records_count,
+            t.stored,
+            t.base_offset,
+            info.records_count as usize - t.stored
+        );
+        Some((t.base_offset, t.stored))
     }
 
     /// Completes a produce queued by [`Self::submit`] with the gRPC core's answer.
@@ -227,7 +294,8 @@ impl SeaweedPartition {
         let expected: usize = pending
             .batches
             .iter()
-            .map(|(_, i)| i.records_count as usize)
+            .zip(&pending.heads)
+            .map(|((_, i), head)| i.records_count as usize - head.map_or(0, |(_, n)| n))
             .sum();
         let offsets = match result {
             Ok(o) if o.len() == expected => o,
@@ -248,16 +316,33 @@ impl SeaweedPartition {
         let append_time = pending.log_append_time.unwrap_or(-1);
         let mut at = 0;
         let mut first_base = None;
-        for (data, info) in &pending.batches {
+        for ((data, info), head) in pending.batches.iter().zip(&pending.heads) {
             let n = info.records_count as usize;
-            let offs = &offsets[at..at + n];
-            at += n;
-            let base = offs[0];
+            let sent = n - head.map_or(0, |(_, stored)| stored);
+            let offs = &offsets[at..at + sent];
+            at += sent;
+            let base = match head {
+                Some((head_base, stored)) if offs[0] != head_base + *stored as i64 => {
+                    // Another record came between the head and its tail: the batch is not
+                    // contiguous, and its offsets cannot be told as one base.
+                    log::error!(
+                        "producer {}: the tail of a torn batch landed at offset {}, not right \
+                         after its head ({head_base}+{stored}); the batch is stored in two parts",
+                        info.producer_id,
+                        offs[0]
+                    );
+                    self.producers
+                        .forget(std::slice::from_ref(&(data.clone(), info.clone())));
+                    return ProduceOutcome::error(ErrorCode::KafkaStorageError, None);
+                }
+                Some((head_base, _)) => *head_base,
+                None => offs[0],
+            };
             first_base.get_or_insert(base);
             if info.producer_id >= 0 {
                 self.producers.set_base(info, base, append_time);
             }
-            let consecutive = offs.windows(2).all(|w| w[1] == w[0] + 1);
+            let consecutive = head.is_none() && offs.windows(2).all(|w| w[1] == w[0] + 1);
             let acked =
                 consecutive.then(|| (batch::stamp(data, base, pending.log_append_time), n as i64));
             self.cache.publish_done(acked);
@@ -318,6 +403,57 @@ mod tests {
             p.submit(&handle, "t", 0, Some(&idempotent(7, 13, 1)), 0),
             Submitted::Pending(..)
         ));
+        handle.shutdown();
+    }
+
+    #[test]
+    fn a_torn_batch_is_completed_by_its_retry_not_stored_twice() {
+        let handle = SeaweedCore::start("127.0.0.1:1".into(), None, SeaweedOptions::default())
+            .expect("gRPC core");
+        let settings = TopicSettings {
+            retention_bytes: -1,
+            retention_ms: -1,
+            max_message_bytes: 1 << 20,
+            log_append_time: false,
+        };
+        let torn = Torn {
+            stamp: ProducerStamp {
+                producer_id: 7,
+                epoch: 0,
+                base_sequence: 10,
+                records: 3,
+            },
+            base_offset: 40,
+            stored: 1,
+        };
+        let mut p = SeaweedPartition::new(Uuid::nil(), settings, 1 << 20);
+        p.torn = Some(torn);
+        let (pending, _rx) = match p.submit(&handle, "t", 0, Some(&idempotent(7, 10, 3)), 0) {
+            Submitted::Pending(pending, rx) => (pending, rx),
+            Submitted::Done(o) => panic!("answered at once: {o:?}"),
+        };
+        assert_eq!(pending.heads, vec![Some((40, 1))], "only the tail is sent");
+        // The tail lands right after the head: the whole batch is at 40.
+        let done = p.finish(pending, Ok(vec![41, 42]));
+        assert_eq!((done.error, done.base_offset), (ErrorCode::None, 40));
+        // Its next retry is a duplicate of the completed batch.
+        match p.submit(&handle, "t", 0, Some(&idempotent(7, 10, 3)), 0) {
+            Submitted::Done(o) => assert_eq!(o.base_offset, 40),
+            Submitted::Pending(..) => panic!("the completed batch was sent again"),
+        }
+
+        // A tail that does not land right after its head is not acknowledged.
+        let mut p = SeaweedPartition::new(Uuid::nil(), settings, 1 << 20);
+        p.torn = Some(torn);
+        let Submitted::Pending(pending, _rx) =
+            p.submit(&handle, "t", 0, Some(&idempotent(7, 10, 3)), 0)
+        else {
+            panic!("answered at once");
+        };
+        assert_eq!(
+            p.finish(pending, Ok(vec![50, 51])).error,
+            ErrorCode::KafkaStorageError
+        );
         handle.shutdown();
     }
 }

@@ -6,7 +6,7 @@
 //! arrival order, so that a producer's retry of a batch stored before the owner changed is
 //! answered with where it went instead of being stored twice.
 
-use super::partition::ProducersState;
+use super::partition::{ProducersState, Torn};
 use crate::config::limits;
 use crate::seaweedmq::records::{self, ProducerStamp};
 use crate::seaweedmq::SeaweedResult;
@@ -42,8 +42,35 @@ impl Shard {
                 return;
             };
             match &scanned {
-                Ok((stamps, records)) => {
+                Ok((stamps, records, end)) => {
                     for (stamp, offset) in stamps {
+                        if offset + stamp.records as i64 > *end {
+                            // Only the last batch can be torn: the records of one partition
+                            // reach SeaweedMQ in order, on one stream.
+                            let stored = (end - offset) as usize;
+                            p.torn = Some(Torn {
+                                stamp: *stamp,
+                                base_offset: *offset,
+                                stored,
+                            });
+                            log::info!(
+                                "{}[{}]: the last batch of producer {} is torn ({stored} of its {} records stored at offset {offset}); its retry will complete it",
+                                tp.topic,
+                                tp.partition,
+                                stamp.producer_id,
+                                stamp.records
+                            );
+                            continue;
+                        }
+                        log::trace!(
+                            "{}[{}]: stored batch of producer {} epoch {} sequences {}+{} at offset {offset}",
+                            tp.topic,
+                            tp.partition,
+                            stamp.producer_id,
+                            stamp.epoch,
+                            stamp.base_sequence,
+                            stamp.records
+                        );
                         p.restore(stamp, *offset);
                     }
                     p.producers_state = ProducersState::Loaded;
@@ -89,11 +116,11 @@ impl Shard {
     }
 
     /// The producer stamps of the partition's last records, oldest first, with their offsets,
-    /// and how many records were read.
+    /// how many records were read, and the offset the read ended at (the log's end).
     async fn scan_producers(
         self: &Rc<Self>,
         tp: &TopicPartition,
-    ) -> SeaweedResult<(Vec<(ProducerStamp, i64)>, i64)> {
+    ) -> SeaweedResult<(Vec<(ProducerStamp, i64)>, i64, i64)> {
         let (start, end) = self.seaweed_range(tp).await?;
         let from = start.max(end - limits::SEAWEEDMQ_PRODUCER_SCAN_RECORDS);
         let handle = self.sw().handle.clone();
@@ -109,7 +136,12 @@ impl Shard {
             );
             let f = self.foreign(fetched).await?;
             if f.messages.is_empty() {
-                break;
+                // Stored records the broker does not serve: a batch could not be told whole
+                // from torn. Tried again later.
+                return Err(crate::seaweedmq::SeaweedError::Broker {
+                    code: crate::seaweedmq::broker_codes::UNKNOWN,
+                    message: format!("no records served at offset {at}, below the log's end {end}"),
+                });
             }
             for (i, m) in f.messages.iter().enumerate() {
                 if let Some(stamp) = records::decode(m).producer {
@@ -118,6 +150,6 @@ impl Shard {
             }
             at += f.messages.len() as i64;
         }
-        Ok((stamps, at - from))
+        Ok((stamps, at - from, at))
     }
 }
