@@ -37,6 +37,7 @@
 #   SEAWEEDMQ_VOLUME_PORT     8081  (gRPC on +10000)
 #   SEAWEEDMQ_FILER_PORT      8888  (gRPC on +10000)
 #   SEAWEEDMQ_BROKER_PORT     17777 (gRPC, no offset)
+#   SEAWEEDMQ_METRICS_PORT    serve `weed server`'s Prometheus metrics there (default: off)
 #   SEAWEEDMQ_BROKER_FLAGS    extra `weed mq.broker` flags, word-split (default none: the
 #                             broker runs with its default flags; see scripts/lib.sh)
 #   SEAWEEDMQ_DIR             data/log/pid directory (default: a new mktemp -d)
@@ -159,9 +160,13 @@ echo "$VARIANT" >"$DIR/weed.variant"
 
 # Each process runs in its own session (setsid) so that the down script can stop it with the
 # children it may start, by its own pid and nothing broader.
+METRICS_FLAG=()
+if [ -n "${SEAWEEDMQ_METRICS_PORT:-}" ]; then
+    METRICS_FLAG=(-metricsPort="$SEAWEEDMQ_METRICS_PORT")
+fi
 setsid "$WEED" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$DIR/data" \
     -master.port="$MASTER_PORT" -volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" \
-    -filer=true -master.peers=none >"$DIR/server.log" 2>&1 </dev/null &
+    -filer=true -master.peers=none "${METRICS_FLAG[@]}" >"$DIR/server.log" 2>&1 </dev/null &
 echo $! >"$DIR/server.pid"
 
 start_weed_broker "$WEED" "$DIR" "$MASTER_PORT" "$BROKER_PORT"
