@@ -622,6 +622,39 @@ impl Core {
         max_messages: i32,
     ) -> SeaweedResult<FetchResult> {
         self.check(name, kafka_partition).await?;
+        let first = self
+            .fetch_unchecked(name, kafka_partition, offset, max_bytes, max_messages)
+            .await?;
+        if !first.messages.is_empty() || offset >= first.high_water_mark {
+            return Ok(first);
+        }
+        // Nothing served below the high-water mark: the broker holds records it cannot read
+        // back (stock SeaweedFS after a reload of files written without offsets). Once more, in
+        // case it was passing; then the partition is fenced rather than served as empty.
+        let again = self
+            .fetch_unchecked(name, kafka_partition, offset, max_bytes, max_messages)
+            .await?;
+        if !again.messages.is_empty() || offset >= again.high_water_mark {
+            return Ok(again);
+        }
+        Err(self.marks.fence(
+            name,
+            kafka_partition,
+            format!(
+                "its log ends at offset {}, but it serves no record at offset {offset}",
+                again.high_water_mark
+            ),
+        ))
+    }
+
+    async fn fetch_unchecked(
+        self: &Rc<Self>,
+        name: &str,
+        kafka_partition: i32,
+        offset: i64,
+        max_bytes: i32,
+        max_messages: i32,
+    ) -> SeaweedResult<FetchResult> {
         let (partition, leader) = self.locate(name, kafka_partition).await?;
         let request = FetchMessageRequest {
             topic: Some(self.topic(name)),

@@ -79,19 +79,6 @@ impl Shard {
                 // FetchMessage's log start is the start of the broker's memory buffer, not of
                 // the log: the log start stays what the range calls said.
                 let (log_start, mut hw) = self.observe_high_watermark(tp, f.high_water_mark);
-                if f.messages.is_empty() && offset < f.high_water_mark {
-                    // Stored records the broker does not serve (log files written by a broker
-                    // without kelp's patches can read back empty): say so rather than answer a
-                    // consumer with an empty partition it would wait on forever.
-                    log::warn!(
-                        "{}[{}]: SeaweedMQ returned no records at offset {offset}, below its \
-                         high-water mark {}",
-                        tp.topic,
-                        tp.partition,
-                        f.high_water_mark
-                    );
-                    return Err(ErrorCode::KafkaStorageError);
-                }
                 let mut out = ReadResult {
                     high_watermark: hw,
                     log_start_offset: log_start,
