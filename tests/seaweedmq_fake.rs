@@ -344,3 +344,25 @@ fn a_restarted_kelp_finds_a_partition_renumbered_from_zero_and_fences_it() {
     check_fenced(&fake, &third, &results);
     third.shutdown();
 }
+
+#[test]
+fn a_partition_whose_broker_counts_from_zero_again_over_its_files_is_fenced() {
+    let fake = FakeBroker::start(1, true, None);
+    let first = core_with_filer(&fake);
+    assert_eq!(publish(&first, 0..100, 10), (0..100).collect::<Vec<i64>>());
+    first.shutdown();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fake.kv("kelp/marks/kafka/t/0").is_none() {
+        assert!(Instant::now() < deadline, "no mark written within 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Stock 4.53 after a full stop: the files still reach offset 100 (the range call says so),
+    // but the broker's counter restarted at 0. Publishing would give new records taken
+    // offsets; the next kelp must refuse before it sends anything.
+    fake.restart_counter(0);
+    let second = core_with_filer(&fake);
+    let results = publish_results(&second, 100..110, 10);
+    assert_eq!(fake.log(0).len(), 100, "nothing written at taken offsets");
+    check_fenced(&fake, &second, &results);
+    second.shutdown();
+}

@@ -10,6 +10,7 @@
 //!   and dropped on any sign that they moved.
 
 use super::error::{broker_codes, SeaweedError, SeaweedResult};
+use crate::config::limits;
 use super::filer::Filer;
 use super::marks::Marks;
 use super::pb::messaging_pb::seaweed_messaging_client::SeaweedMessagingClient;
@@ -205,9 +206,56 @@ impl Core {
         }
         let mark = self.marks.read_mark(name, partition).await?;
         let range = self.range_unchecked(name, partition).await?;
+        // The range's end is what the broker's files hold; FetchMessage's high-water mark is
+        // where it numbers the next record. A stock broker that reloaded a partition written
+        // without offset metadata counts from 0 again while its files still reach the end:
+        // both must reach the mark.
+        let served = self.served_end(name, partition, range.earliest).await?;
         self.marks
-            .settle(name, partition, mark, range.high_water_mark)?;
+            .settle(name, partition, mark, range.high_water_mark.min(served))?;
         Ok(Some(range.high_water_mark))
+    }
+
+    /// FetchMessage's high-water mark: the end of what the broker serves and numbers from.
+    async fn served_end(
+        self: &Rc<Self>,
+        name: &str,
+        partition: i32,
+        from: i64,
+    ) -> SeaweedResult<i64> {
+        let fetched = self
+            .fetch_unchecked(name, partition, from, limits::SEAWEEDMQ_SCAN_FETCH_BYTES, 1)
+            .await;
+        match fetched {
+            Ok(f) => Ok(f.high_water_mark),
+            Err(SeaweedError::OffsetOutOfRange {
+                high_water_mark, ..
+            }) => Ok(high_water_mark),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fences the partition when a fetch's high-water mark is below the acknowledged end known
+    /// before the fetch was sent (later acks may pass a fetch on the wire).
+    fn check_served_end(
+        &self,
+        name: &str,
+        partition: i32,
+        high_water_mark: i64,
+        acked_before: i64,
+    ) -> SeaweedResult<()> {
+        if high_water_mark >= acked_before {
+            return Ok(());
+        }
+        Err(self.marks.fence(
+            name,
+            partition,
+            format!(
+                "it serves a high-water mark of {high_water_mark} (the offset it would give the \
+                 next record), but records up to offset {} were acknowledged",
+                acked_before - 1
+            ),
+        ))
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {
@@ -622,9 +670,11 @@ impl Core {
         max_messages: i32,
     ) -> SeaweedResult<FetchResult> {
         self.check(name, kafka_partition).await?;
+        let acked_before = self.marks.of(name, kafka_partition).acked_end();
         let first = self
             .fetch_unchecked(name, kafka_partition, offset, max_bytes, max_messages)
             .await?;
+        self.check_served_end(name, kafka_partition, first.high_water_mark, acked_before)?;
         if !first.messages.is_empty() || offset >= first.high_water_mark {
             return Ok(first);
         }

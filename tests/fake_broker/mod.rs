@@ -72,6 +72,9 @@ struct State {
     fetch_max: usize,
     /// The fake filer's key-value store (the same server answers as a filer).
     kv: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    /// Per partition: its offset counter restarted at 0 while its files stay (see
+    /// [`FakeBroker::restart_counter`]).
+    stale_counter: std::collections::HashSet<usize>,
 }
 
 /// A handle on a running fake broker.
@@ -148,6 +151,16 @@ impl FakeBroker {
         let mut st = self.state.lock().unwrap();
         st.logs[p].clear();
         st.next[p] = 0;
+    }
+
+    /// Keeps what partition `p` stored but numbers from 0 again, as a stock SeaweedFS broker
+    /// does when it reloads a partition whose first log file carries no offsets: the range
+    /// call still reports the files' end, `FetchMessage` reports the counter (0) and serves
+    /// nothing below it.
+    pub fn restart_counter(&self, p: usize) {
+        let mut st = self.state.lock().unwrap();
+        st.next[p] = 0;
+        st.stale_counter.insert(p);
     }
 
     /// Makes every `FetchMessage` return at most `n` messages.
@@ -321,7 +334,12 @@ impl SeaweedMessaging for FakeBroker {
             .map_or(0, |part| self.partition_of(part));
         let st = self.state.lock().unwrap();
         let log = &st.logs[p];
-        let hwm = log.len() as i64;
+        let hwm = if st.stale_counter.contains(&p) {
+            st.next[p].min(log.len() as i64)
+        } else {
+            log.len() as i64
+        };
+        let log = &log[..hwm as usize];
         if req.start_offset < 0 || req.start_offset > hwm {
             return Ok(Response::new(mpb::FetchMessageResponse {
                 error_code: 2,
