@@ -55,13 +55,13 @@ BROKER=127.0.0.1:${SEAWEEDMQ_BROKER_PORT:-17777}
 banner "seaweedmq: the gRPC core against the broker (tests/seaweedmq_core.rs)"
 KELP_SEAWEEDMQ=$BROKER cargo test --release --test seaweedmq_core
 
-# start_kelp NAME: starts kelp and waits until it listens; sets KELP_PORT and KELP_PID. Its log
-# is $RUN_DIR/kelp-NAME.log.
+# start_kelp NAME NODE_ID: starts kelp and waits until it listens; sets KELP_PORT and
+# KELP_PID. Its log is $RUN_DIR/kelp-NAME.log.
 start_kelp() {
     local name=$1
     KELP_PORT=$(free_port)
     RUST_LOG=${RUST_LOG:-info} "$KELP_BIN" --backend seaweedmq --seaweedmq "$BROKER" \
-        --seaweedmq-filer "127.0.0.1:${SEAWEEDMQ_FILER_PORT:-8888}" \
+        --seaweedmq-filer "127.0.0.1:${SEAWEEDMQ_FILER_PORT:-8888}" --node-id "$2" \
         --listen "127.0.0.1:$KELP_PORT" >"$RUN_DIR/kelp-$name.log" 2>&1 &
     KELP_PID=$!
     PIDS+=("$KELP_PID")
@@ -77,25 +77,25 @@ run_phase() { # run_phase MODE PORT
 }
 
 banner "seaweedmq: kelp A, produce 5,000 records under every codec, commit a group"
-start_kelp A
+start_kelp A 1
 PORT_A=$KELP_PORT
 PID_A=$KELP_PID
 run_phase produce "$PORT_A" || true
 
-banner "seaweedmq: kelp B starts, kelp A stops (SIGTERM)"
-start_kelp B
+banner "seaweedmq: kelp B joins kelp A's cluster, then kelp A stops (SIGTERM)"
+start_kelp B 2
 PORT_B=$KELP_PORT
-# B says when it holds every partition open; only then may A (the partitions' other
-# publisher) go.
+# A rolling restart: B joins, the two share the partitions, then A leaves and B takes them all.
 deadline=$((SECONDS + 120))
-until grep -qE 'holding ([0-9]+) of their \1 partitions open' "$RUN_DIR/kelp-B.log"; do
-    [ "$SECONDS" -lt "$deadline" ] || { tail -n 30 "$RUN_DIR/kelp-B.log" >&2; die "kelp B did not take over the partitions within 120 s"; }
+until grep -q 'settled with members \[1, 2\]' "$RUN_DIR/kelp-B.log"; do
+    [ "$SECONDS" -lt "$deadline" ] || { tail -n 30 "$RUN_DIR/kelp-B.log" >&2; die "kelp B did not join kelp A's cluster within 120 s"; }
     sleep 0.2
 done
-grep -E 'holding [0-9]+ of their' "$RUN_DIR/kelp-B.log"
+grep -m1 'settled with members' "$RUN_DIR/kelp-B.log"
 kill -TERM "$PID_A"
 for _ in $(seq 1 100); do kill -0 "$PID_A" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$PID_A" 2>/dev/null && die "kelp A did not exit within 10 s of SIGTERM"
+grep -m1 'left; the others take' "$RUN_DIR/kelp-A.log" || die "kelp A did not leave the cluster cleanly"
 
 banner "seaweedmq: read everything back through kelp B; the group resumes at its commits"
 run_phase verify "$PORT_B" || true

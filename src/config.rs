@@ -58,6 +58,27 @@ pub mod limits {
     pub const SEAWEEDMQ_MARK_INTERVAL_MS: u64 = 1_000;
     /// SeaweedMQ's partition ring has 2520 slots, so a topic there has at most 2520 partitions.
     pub const SEAWEEDMQ_PARTITIONS_MAX: i32 = 2520;
+    /// How long a publisher leaving a partition (it moved to another kelp) waits for the acks
+    /// of the records it has in flight before it closes its stream anyway.
+    pub const SEAWEEDMQ_LEAVE_ACK_WAIT_MS: u64 = 2_000;
+    /// Partitions of kelp's offsets topic when kelp creates it (groups are spread over them,
+    /// and over the instances of a cluster with them). A topic that exists keeps its count.
+    pub const SEAWEEDMQ_OFFSETS_PARTITIONS: i32 = 8;
+    /// How often shard 0 looks for topics made elsewhere (another kelp, another gateway).
+    pub const SEAWEEDMQ_TOPICS_REFRESH_MS: u64 = 5_000;
+    /// Largest `--node-id` (producer ids carry it in 10 bits, so that instances never hand
+    /// out the same one).
+    pub const NODE_ID_MAX: i32 = 1023;
+    /// Member entries one cluster lists (more are not seen).
+    pub const CLUSTER_MEMBERS_MAX: usize = 1_000;
+    /// Longest wait between two membership polls (renewing the lease, listing the members);
+    /// shorter leases poll at a fifth of the lease.
+    pub const CLUSTER_POLL_MS_MAX: u64 = 1_000;
+    /// Shortest `--member-lease-ms`: the filer's locks count whole seconds.
+    pub const CLUSTER_LEASE_MS_MIN: u64 = 2_000;
+    /// How long a leaving member waits for its shards to let go of everything before it
+    /// deletes its entry and releases its lock anyway.
+    pub const CLUSTER_LEAVE_WAIT_MS: u64 = 3_000;
     /// How often each shard applies time-based retention to the partitions it owns.
     pub const RETENTION_SWEEP_MS: u64 = 5_000;
     /// Largest HTTP request head the `/metrics` endpoint reads; a longer one gets 400.
@@ -207,13 +228,23 @@ pub struct Config {
     #[arg(long, env = "KELP_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// Node id of this broker in metadata.
+    /// Node id of this broker in metadata (0-1023); on the SeaweedMQ backend with a filer,
+    /// each instance of a cluster needs its own.
     #[arg(long, env = "KELP_NODE_ID", default_value_t = 0)]
     pub node_id: i32,
 
-    /// Cluster id reported to clients.
+    /// Cluster id reported to clients. On the SeaweedMQ backend with a filer, instances with
+    /// the same cluster id in front of the same SeaweedFS form one cluster: they find each
+    /// other in the filer (`/kelp/clusters/<id>/members`) and share the partitions and groups.
     #[arg(long, env = "KELP_CLUSTER_ID", default_value = "kelp-cluster")]
     pub cluster_id: String,
+
+    /// How long a cluster member stays alive without renewing its lease in the filer (whole
+    /// seconds). A member stops serving half a lease after its last renewal; the others take
+    /// its partitions over once the lease has run out. Shorter: faster failover, more
+    /// sensitivity to filer pauses.
+    #[arg(long, env = "KELP_MEMBER_LEASE_MS", default_value_t = 10_000)]
+    pub member_lease_ms: u64,
 }
 
 impl Config {
@@ -281,6 +312,18 @@ impl Config {
         }
         if self.metrics_listen == Some(self.listen) {
             return Err("--metrics-listen must differ from --listen".into());
+        }
+        if !(0..=limits::NODE_ID_MAX).contains(&self.node_id) {
+            return Err(format!("--node-id must be 0..={}", limits::NODE_ID_MAX));
+        }
+        if self.member_lease_ms < limits::CLUSTER_LEASE_MS_MIN {
+            return Err(format!(
+                "--member-lease-ms must be at least {}",
+                limits::CLUSTER_LEASE_MS_MIN
+            ));
+        }
+        if self.cluster_id.is_empty() || self.cluster_id.contains('/') {
+            return Err("--cluster-id must be non-empty and without '/'".into());
         }
         if let Some(f) = &self.seaweedmq_filer {
             crate::seaweedmq::filer::grpc_address(f)

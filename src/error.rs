@@ -14,6 +14,7 @@ pub enum ErrorCode {
     CorruptMessage = 2,
     UnknownTopicOrPartition = 3,
     InvalidFetchSize = 4,
+    LeaderNotAvailable = 5,
     NotLeaderOrFollower = 6,
     RequestTimedOut = 7,
     MessageTooLarge = 10,
@@ -81,7 +82,9 @@ impl ErrorCode {
             }
             SeaweedError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             SeaweedError::Timeout { .. } => ErrorCode::RequestTimedOut,
-            SeaweedError::NotLeader { .. } => ErrorCode::NotLeaderOrFollower,
+            SeaweedError::NotLeader { .. } | SeaweedError::Moved { .. } => {
+                ErrorCode::NotLeaderOrFollower
+            }
             SeaweedError::Broker { code, .. } if *code == broker_codes::MESSAGE_TOO_LARGE => {
                 ErrorCode::MessageTooLarge
             }

@@ -3,6 +3,8 @@
 //! Map of the crate:
 //! - [`alloc`]: the binary's allocator, which survives the codec's lying array counts.
 //! - [`config`]: flags (each with a `KELP_*` twin) and every named limit.
+//! - [`cluster`]: several kelp instances: the live members and who owns each partition and
+//!   group (rendezvous hashing); no I/O.
 //! - [`protocol`]: frames, request decoding, the versions served, record batch validation.
 //!   Never does I/O.
 //! - [`seaweedmq`]: the gRPC core that talks to SeaweedMQ (the only code that does).
@@ -22,6 +24,7 @@
 //! - [`metrics`]: per-shard counters (single writer, no locks) and the `/metrics` endpoint.
 
 pub mod alloc;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod error;

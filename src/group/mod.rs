@@ -106,6 +106,24 @@ pub enum GroupOp {
     },
 }
 
+impl GroupOp {
+    /// The group the op is for (`None` for List, which covers them all).
+    pub fn group_id(&self) -> Option<&str> {
+        match self {
+            GroupOp::Join(a) => Some(&a.group_id),
+            GroupOp::Sync { group, .. }
+            | GroupOp::Heartbeat { group, .. }
+            | GroupOp::Leave { group, .. }
+            | GroupOp::Commit { group, .. }
+            | GroupOp::FetchOffsets { group, .. }
+            | GroupOp::Describe { group }
+            | GroupOp::Delete { group }
+            | GroupOp::DeleteOffsets { group, .. } => Some(group),
+            GroupOp::List => None,
+        }
+    }
+}
+
 /// (partition, offset, leader epoch, metadata) as OffsetFetch reports them.
 pub type PartitionOffset = (i32, i64, i32, Option<String>);
 /// Committed offsets by topic.

@@ -29,23 +29,46 @@ pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 = 8096;
 pub const GROUP_AUTHORIZED_OPERATIONS: i32 = 328;
 
 fn topic_entry(shard: &Shard, meta: &TopicMeta, ops: i32) -> MetadataResponseTopic {
-    let node = BrokerId(shard.config.node_id);
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(str_bytes(&meta.name)));
     t.topic_id = meta.id;
     t.topic_authorized_operations = ops;
     t.partitions = (0..meta.partitions)
         .map(|i| {
+            let leader = shard.leader_of(&meta.name, i);
             let mut p = MetadataResponsePartition::default();
             p.partition_index = i;
-            p.leader_id = node;
+            p.leader_id = BrokerId(leader);
             p.leader_epoch = 0;
-            p.replica_nodes = vec![node];
-            p.isr_nodes = vec![node];
+            if leader < 0 {
+                // No live instance (the cluster is between views): clients ask again.
+                p.error_code = ErrorCode::LeaderNotAvailable.code();
+            } else {
+                p.replica_nodes = vec![BrokerId(leader)];
+                p.isr_nodes = vec![BrokerId(leader)];
+            }
             p
         })
         .collect();
     t
+}
+
+/// The live brokers (this one alone on the memory backend) and the controller named to
+/// clients: the lowest node id, the same from every instance.
+fn brokers(shard: &Shard) -> (Vec<crate::cluster::Member>, i32) {
+    let view = shard.cluster();
+    let mut members = view.members.clone();
+    if members.is_empty() {
+        // Not (or no longer) a member: name itself, so that clients keep a way in.
+        let (host, port) = shard.advertised.clone();
+        members.push(crate::cluster::Member {
+            id: shard.config.node_id,
+            host,
+            port,
+        });
+    }
+    let controller = members.iter().map(|m| m.id).min().unwrap_or(-1);
+    (members, controller)
 }
 
 fn topic_error(name: Option<&str>, id: Uuid, code: ErrorCode) -> MetadataResponseTopic {
@@ -59,14 +82,19 @@ fn topic_error(name: Option<&str>, id: Uuid, code: ErrorCode) -> MetadataRespons
 
 pub async fn metadata(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> MetadataResponse {
     let mut resp = MetadataResponse::default();
-    let (host, port) = shard.advertised.clone();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(shard.config.node_id);
-    b.host = str_bytes(&host);
-    b.port = port;
-    resp.brokers = vec![b];
+    let (members, controller) = brokers(shard);
+    resp.brokers = members
+        .iter()
+        .map(|m| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(m.id);
+            b.host = str_bytes(&m.host);
+            b.port = m.port;
+            b
+        })
+        .collect();
     resp.cluster_id = Some(str_bytes(&shard.config.cluster_id));
-    resp.controller_id = BrokerId(shard.config.node_id);
+    resp.controller_id = BrokerId(controller);
     resp.cluster_authorized_operations =
         if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
             CLUSTER_AUTHORIZED_OPERATIONS
@@ -121,13 +149,18 @@ pub fn find_coordinator(
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = shard.advertised.clone();
-    let node = BrokerId(shard.config.node_id);
     // key_type 0 is a consumer group; 1 a transactional id, which kelp does not coordinate.
-    let code = if req.key_type == 0 {
-        ErrorCode::None
-    } else {
-        ErrorCode::CoordinatorNotAvailable
+    let find = |key: &str| -> Result<crate::cluster::Member, (ErrorCode, &'static str)> {
+        if req.key_type != 0 {
+            return Err((
+                ErrorCode::CoordinatorNotAvailable,
+                "transactions are not supported",
+            ));
+        }
+        shard.coordinator_of(key).ok_or((
+            ErrorCode::CoordinatorNotAvailable,
+            "no kelp instance coordinates this group yet",
+        ))
     };
     let mut resp = FindCoordinatorResponse::default();
     if version >= 4 {
@@ -137,44 +170,55 @@ pub fn find_coordinator(
             .map(|k| {
                 let mut c = Coordinator::default();
                 c.key = k.clone();
-                c.error_code = code.code();
-                if code == ErrorCode::None {
-                    c.node_id = node;
-                    c.host = str_bytes(&host);
-                    c.port = port;
-                } else {
-                    c.node_id = BrokerId(-1);
-                    c.port = -1;
-                    c.error_message = Some(str_bytes("transactions are not supported"));
+                match find(k) {
+                    Ok(m) => {
+                        c.node_id = BrokerId(m.id);
+                        c.host = str_bytes(&m.host);
+                        c.port = m.port;
+                    }
+                    Err((code, why)) => {
+                        c.error_code = code.code();
+                        c.node_id = BrokerId(-1);
+                        c.port = -1;
+                        c.error_message = Some(str_bytes(why));
+                    }
                 }
                 c
             })
             .collect();
     } else {
-        resp.error_code = code.code();
-        if code == ErrorCode::None {
-            resp.node_id = node;
-            resp.host = str_bytes(&host);
-            resp.port = port;
-        } else {
-            resp.node_id = BrokerId(-1);
-            resp.port = -1;
-            resp.error_message = Some(str_bytes("transactions are not supported"));
+        match find(&req.key) {
+            Ok(m) => {
+                resp.node_id = BrokerId(m.id);
+                resp.host = str_bytes(&m.host);
+                resp.port = m.port;
+            }
+            Err((code, why)) => {
+                resp.error_code = code.code();
+                resp.node_id = BrokerId(-1);
+                resp.port = -1;
+                resp.error_message = Some(str_bytes(why));
+            }
         }
     }
     resp
 }
 
 pub fn describe_cluster(shard: &Shard, req: DescribeClusterRequest) -> DescribeClusterResponse {
-    let (host, port) = shard.advertised.clone();
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(shard.config.node_id);
-    b.host = str_bytes(&host);
-    b.port = port;
+    let (members, controller) = brokers(shard);
     let mut resp = DescribeClusterResponse::default();
     resp.cluster_id = str_bytes(&shard.config.cluster_id);
-    resp.controller_id = BrokerId(shard.config.node_id);
-    resp.brokers = vec![b];
+    resp.controller_id = BrokerId(controller);
+    resp.brokers = members
+        .iter()
+        .map(|m| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = BrokerId(m.id);
+            b.host = str_bytes(&m.host);
+            b.port = m.port;
+            b
+        })
+        .collect();
     resp.endpoint_type = 1;
     resp.cluster_authorized_operations = if req.include_cluster_authorized_operations {
         CLUSTER_AUTHORIZED_OPERATIONS

@@ -104,6 +104,13 @@ pub struct ShardMetrics {
     connections_refused: Cell64,
     partitions: Cell64,
     topics: Cell64,
+    /// SeaweedMQ: partitions this shard leads, groups it coordinates.
+    partitions_led: Cell64,
+    groups: Cell64,
+    /// Shard 0, in a cluster: live members, and when the lease was last renewed (wall-clock
+    /// milliseconds; 0: never).
+    cluster_members: Cell64,
+    lease_renewed_ms: Cell64,
 }
 
 impl Default for ShardMetrics {
@@ -115,6 +122,10 @@ impl Default for ShardMetrics {
             connections_refused: Cell64::default(),
             partitions: Cell64::default(),
             topics: Cell64::default(),
+            partitions_led: Cell64::default(),
+            groups: Cell64::default(),
+            cluster_members: Cell64::default(),
+            lease_renewed_ms: Cell64::default(),
         }
     }
 }
@@ -144,6 +155,19 @@ impl ShardMetrics {
     /// A connection closed; `open` is how many this shard serves now.
     pub fn connection_closed(&self, open: usize) {
         self.connections.set(open as u64);
+    }
+
+    /// SeaweedMQ: the shard leads `partitions` and coordinates `groups`.
+    pub fn set_led(&self, partitions: usize, groups: usize) {
+        self.partitions_led.set(partitions as u64);
+        self.groups.set(groups as u64);
+    }
+
+    /// Shard 0 in a cluster: `members` live, the lease last renewed at `renewed_ms` (wall
+    /// clock; 0: not held).
+    pub fn set_cluster(&self, members: usize, renewed_ms: i64) {
+        self.cluster_members.set(members as u64);
+        self.lease_renewed_ms.set(renewed_ms.max(0) as u64);
     }
 
     /// This shard installed a topic table: it owns `partitions` of its `topics`.
@@ -317,10 +341,60 @@ impl Metrics {
         let _ = writeln!(out, "kelp_topics {topics}");
     }
 
+    /// Who leads what, and the cluster as shard 0 sees it (SeaweedMQ backend).
+    fn render_cluster(&self, out: &mut String) {
+        let per_shard: [(&str, &str, ShardValue); 2] = [
+            (
+                "kelp_partitions_led",
+                "SeaweedMQ partitions the shard leads now (this instance's share of the cluster's).",
+                |m| m.partitions_led.get(),
+            ),
+            (
+                "kelp_groups",
+                "Consumer groups the shard coordinates now.",
+                |m| m.groups.get(),
+            ),
+        ];
+        for (name, help, value) in per_shard {
+            header(out, name, help, "gauge");
+            for (shard, m) in self.shards.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", value(m));
+            }
+        }
+        let Some(first) = self.shards.first() else {
+            return;
+        };
+        let renewed = first.lease_renewed_ms.get();
+        if renewed == 0 && first.cluster_members.get() == 0 {
+            return;
+        }
+        header(
+            out,
+            "kelp_cluster_members",
+            "Live kelp instances in this one's cluster view (itself included).",
+            "gauge",
+        );
+        let _ = writeln!(out, "kelp_cluster_members {}", first.cluster_members.get());
+        header(
+            out,
+            "kelp_cluster_lease_age_seconds",
+            "Seconds since this instance last renewed its membership lease in the filer (it \
+             stops serving at half the lease).",
+            "gauge",
+        );
+        let age = (crate::util::now_ms().max(0) as u64).saturating_sub(renewed);
+        let _ = writeln!(
+            out,
+            "kelp_cluster_lease_age_seconds {:.3}",
+            age as f64 / 1000.0
+        );
+    }
+
     fn render_seaweedmq(&self, out: &mut String) {
         let Some(stats) = self.seaweedmq.get() else {
             return;
         };
+        self.render_cluster(out);
         let (sends, records) = stats.read();
         header(
             out,

@@ -10,8 +10,7 @@
 //!   and dropped on any sign that they moved.
 
 use super::error::{broker_codes, SeaweedError, SeaweedResult};
-use crate::config::limits;
-use super::filer::Filer;
+use super::filer::{Filer, LockAnswer};
 use super::marks::Marks;
 use super::pb::messaging_pb::seaweed_messaging_client::SeaweedMessagingClient;
 use super::pb::messaging_pb::{
@@ -24,6 +23,7 @@ use super::publisher::{PublishJob, Publisher};
 use super::{
     ring, FetchResult, PartitionAssignment, PartitionRange, Record, SeaweedOptions, TopicConfig,
 };
+use crate::config::limits;
 use crossbeam_channel::{Receiver, TryRecvError};
 use futures::channel::oneshot;
 use std::cell::RefCell;
@@ -76,7 +76,51 @@ pub(crate) enum Request {
         max_messages: i32,
         reply: Reply<FetchResult>,
     },
+    /// Closes a partition's publish stream once its callers are answered (the partition moved
+    /// to another kelp).
+    Detach {
+        name: String,
+        partition: i32,
+        reply: Reply<()>,
+    },
+    /// A filer call for membership, bounded by its own timeout (shorter than the lease).
+    Filer(FilerCall, Duration),
     Shutdown,
+}
+
+/// A call to the filer (see `super::filer`), for kelp's cluster membership.
+pub(crate) enum FilerCall {
+    Lock {
+        name: String,
+        seconds: i64,
+        renew_token: String,
+        owner: String,
+        reply: Reply<LockAnswer>,
+    },
+    Unlock {
+        name: String,
+        renew_token: String,
+        reply: Reply<()>,
+    },
+    LockOwner {
+        name: String,
+        reply: Reply<String>,
+    },
+    PutEntry {
+        directory: String,
+        name: String,
+        content: bytes::Bytes,
+        reply: Reply<()>,
+    },
+    ListEntries {
+        directory: String,
+        reply: Reply<Vec<(String, bytes::Bytes)>>,
+    },
+    DeleteEntry {
+        directory: String,
+        name: String,
+        reply: Reply<()>,
+    },
 }
 
 /// Requests handled per drain before the dispatcher lets other tasks (acks, calls) run.
@@ -164,6 +208,8 @@ pub(crate) struct Core {
     pub(crate) stats: Arc<super::PublishStats>,
     /// Each partition's mark and fence (see [`super::marks`]).
     pub(crate) marks: Marks,
+    /// The filer, with `--seaweedmq-filer`.
+    filer: Option<Filer>,
 }
 
 impl Core {
@@ -180,7 +226,8 @@ impl Core {
             }
         });
         Core {
-            marks: Marks::new(filer, opts.namespace.clone(), stats.clone()),
+            marks: Marks::new(filer.clone(), opts.namespace.clone(), stats.clone()),
+            filer,
             opts,
             bootstrap,
             links: RefCell::new(HashMap::new()),
@@ -319,6 +366,12 @@ impl Core {
                     core.fetch(&name, partition, offset, max_bytes, max_messages)
                         .await,
                 ),
+                Request::Detach {
+                    name,
+                    partition,
+                    reply,
+                } => answer(reply, core.detach(&name, partition).await),
+                Request::Filer(call, timeout) => core.filer_call(call, timeout).await,
                 Request::Publish { .. } | Request::Shutdown => unreachable!("handled above"),
             }
         });
@@ -335,6 +388,7 @@ impl Core {
             records,
             reply,
             deadline: Instant::now() + self.request_timeout(),
+            leave: false,
         };
         let key = (name, partition);
         let mut publishers = self.publishers.borrow_mut();
@@ -351,6 +405,82 @@ impl Core {
         let publisher = Publisher::new(self.clone(), key.0.clone(), key.1, rx);
         tokio::task::spawn_local(publisher.run());
         publishers.insert(key, tx);
+    }
+
+    /// Ends the partition's publisher (the partition moved to another kelp): it waits for the
+    /// acks of what it has in flight and answers everyone else `Moved` (see
+    /// `Publisher::leave`). The partition's mark is written before this process forgets it.
+    async fn detach(self: &Rc<Self>, name: &str, partition: i32) -> SeaweedResult<()> {
+        let tx = self
+            .publishers
+            .borrow_mut()
+            .remove(&(name.to_string(), partition));
+        if let Some(tx) = tx {
+            let (reply, done) = oneshot::channel();
+            let job = PublishJob {
+                records: Vec::new(),
+                reply,
+                deadline: Instant::now(),
+                leave: true,
+            };
+            if tx.send(job).is_ok() {
+                let _ = done.await;
+            }
+            log::debug!("SeaweedMQ: no longer publishing to {name}[{partition}]");
+        }
+        self.marks.flush().await;
+        self.marks.forget(name, partition);
+        Ok(())
+    }
+
+    async fn filer_call(self: &Rc<Self>, call: FilerCall, timeout: Duration) {
+        let Some(filer) = self.filer.as_ref().map(|f| f.with_timeout(timeout)) else {
+            let no = || SeaweedError::InvalidArgument("no --seaweedmq-filer".into());
+            match call {
+                FilerCall::Lock { reply, .. } => answer(reply, Err(no())),
+                FilerCall::Unlock { reply, .. } => answer(reply, Err(no())),
+                FilerCall::LockOwner { reply, .. } => answer(reply, Err(no())),
+                FilerCall::PutEntry { reply, .. } => answer(reply, Err(no())),
+                FilerCall::ListEntries { reply, .. } => answer(reply, Err(no())),
+                FilerCall::DeleteEntry { reply, .. } => answer(reply, Err(no())),
+            }
+            return;
+        };
+        match call {
+            FilerCall::Lock {
+                name,
+                seconds,
+                renew_token,
+                owner,
+                reply,
+            } => answer(
+                reply,
+                filer.lock(&name, seconds, &renew_token, &owner).await,
+            ),
+            FilerCall::Unlock {
+                name,
+                renew_token,
+                reply,
+            } => answer(reply, filer.unlock(&name, &renew_token).await),
+            FilerCall::LockOwner { name, reply } => answer(reply, filer.lock_owner(&name).await),
+            FilerCall::PutEntry {
+                directory,
+                name,
+                content,
+                reply,
+            } => answer(reply, filer.put_entry(&directory, &name, content).await),
+            FilerCall::ListEntries { directory, reply } => answer(
+                reply,
+                filer
+                    .list_entries(&directory, limits::CLUSTER_MEMBERS_MAX as u32)
+                    .await,
+            ),
+            FilerCall::DeleteEntry {
+                directory,
+                name,
+                reply,
+            } => answer(reply, filer.delete_entry(&directory, &name).await),
+        }
     }
 
     /// Called by a publisher task that ends; the next publish to the partition starts a new one.

@@ -83,6 +83,10 @@ pub enum SeaweedError {
         partition: i32,
         reason: String,
     },
+    /// The partition moved to another kelp instance (or this one lost its membership) while
+    /// the call waited. Retriable: the client asks the new leader.
+    #[error("{topic}[{partition}] moved to another kelp instance")]
+    Moved { topic: String, partition: i32 },
     /// The gRPC core has stopped (shutdown, or its thread died).
     #[error("SeaweedMQ core has shut down")]
     Shutdown,
@@ -97,6 +101,7 @@ impl SeaweedError {
             | SeaweedError::Overloaded { .. }
             | SeaweedError::Timeout { .. }
             | SeaweedError::NotLeader { .. }
+            | SeaweedError::Moved { .. }
             | SeaweedError::Fenced { .. } => true,
             SeaweedError::Broker { code, .. } => broker_codes::is_retriable(*code),
             SeaweedError::Rpc { code, .. } => {

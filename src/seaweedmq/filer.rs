@@ -1,11 +1,15 @@
 //! The SeaweedFS filer, as the gRPC core uses it: its key-value store (where kelp keeps each
-//! partition's mark, see [`super::marks`]). The channel is created lazily and reconnects by
+//! partition's mark, see [`super::marks`]), its distributed locks and directory entries (kelp's
+//! cluster membership, `crate::cluster`). The channel is created lazily and reconnects by
 //! itself; every call is bounded by the request timeout and fails with a retriable error while
 //! the filer is away.
 
 use super::error::{SeaweedError, SeaweedResult};
 use super::pb::filer_pb::seaweed_filer_client::SeaweedFilerClient;
-use super::pb::filer_pb::{KvGetRequest, KvPutRequest};
+use super::pb::filer_pb::{
+    CreateEntryRequest, DeleteEntryRequest, Entry, FindLockOwnerRequest, FuseAttributes,
+    KvGetRequest, KvPutRequest, ListEntriesRequest, LockRequest, UnlockRequest,
+};
 use bytes::Bytes;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -72,6 +76,14 @@ impl Filer {
         }
     }
 
+    /// The same filer, with calls bounded by `timeout` instead.
+    pub(crate) fn with_timeout(&self, timeout: Duration) -> Filer {
+        Filer {
+            timeout,
+            ..self.clone()
+        }
+    }
+
     async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -108,6 +120,168 @@ impl Filer {
         let response = self.bounded(client.kv_put(request)).await?;
         if !response.error.is_empty() {
             return Err(self.unavailable(format!("KvPut {key}: {}", response.error)));
+        }
+        Ok(())
+    }
+}
+
+/// What a lock call answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockAnswer {
+    /// Taken or renewed: renew with this token (the filer changes it on every renewal).
+    Held { renew_token: String },
+    /// Someone else holds it.
+    HeldBy(String),
+    /// The renewal was refused: the lock expired, or the filer forgot it (a restart).
+    Lost(String),
+}
+
+impl Filer {
+    /// Takes (`renew_token` empty) or renews the lock `name` for `seconds`, as `owner`.
+    pub(crate) async fn lock(
+        &self,
+        name: &str,
+        seconds: i64,
+        renew_token: &str,
+        owner: &str,
+    ) -> SeaweedResult<LockAnswer> {
+        let mut client = self.client.clone();
+        let request = LockRequest {
+            name: name.to_string(),
+            seconds_to_lock: seconds,
+            renew_token: renew_token.to_string(),
+            is_moved: false,
+            owner: owner.to_string(),
+        };
+        let r = self.bounded(client.distributed_lock(request)).await?;
+        if r.error.is_empty() && !r.renew_token.is_empty() {
+            return Ok(LockAnswer::Held {
+                renew_token: r.renew_token,
+            });
+        }
+        // The lock manager's words (weed/cluster/lock_manager): "lock already owned by X" for
+        // a new lock someone holds; "token mismatch", "non-empty token on an expired lock" or
+        // "... on a new lock" for a renewal of a lock that is no longer ours.
+        if r.error.contains("already owned") {
+            return Ok(LockAnswer::HeldBy(r.lock_owner));
+        }
+        if !renew_token.is_empty() && r.error.contains("token") {
+            return Ok(LockAnswer::Lost(r.error));
+        }
+        Err(self.unavailable(format!("lock {name}: {}", r.error)))
+    }
+
+    /// Lets go of the lock `name` (held with `renew_token`).
+    pub(crate) async fn unlock(&self, name: &str, renew_token: &str) -> SeaweedResult<()> {
+        let mut client = self.client.clone();
+        let request = UnlockRequest {
+            name: name.to_string(),
+            renew_token: renew_token.to_string(),
+            is_moved: false,
+        };
+        let r = self.bounded(client.distributed_unlock(request)).await?;
+        if !r.error.is_empty() {
+            return Err(self.unavailable(format!("unlock {name}: {}", r.error)));
+        }
+        Ok(())
+    }
+
+    /// Who holds the lock `name` now (empty: nobody, or it expired).
+    pub(crate) async fn lock_owner(&self, name: &str) -> SeaweedResult<String> {
+        let mut client = self.client.clone();
+        let request = FindLockOwnerRequest {
+            name: name.to_string(),
+            is_moved: false,
+        };
+        match tokio::time::timeout(self.timeout, client.find_lock_owner(request)).await {
+            Err(_) => Err(SeaweedError::Timeout {
+                timeout_ms: self.timeout.as_millis() as u64,
+            }),
+            // The filer answers "not found" for a lock nobody holds.
+            Ok(Err(status)) if status.code() == tonic::Code::NotFound => Ok(String::new()),
+            Ok(Err(status)) => Err(self.unavailable(status.message().to_string())),
+            Ok(Ok(r)) => Ok(r.into_inner().owner),
+        }
+    }
+
+    /// Writes (or replaces) the file `directory/name` with `content`.
+    pub(crate) async fn put_entry(
+        &self,
+        directory: &str,
+        name: &str,
+        content: Bytes,
+    ) -> SeaweedResult<()> {
+        let mut client = self.client.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let request = CreateEntryRequest {
+            directory: directory.to_string(),
+            entry: Some(Entry {
+                name: name.to_string(),
+                is_directory: false,
+                attributes: Some(FuseAttributes {
+                    file_size: content.len() as u64,
+                    mtime: now,
+                    file_mode: 0o644,
+                    crtime: now,
+                }),
+                content,
+            }),
+            o_excl: false,
+        };
+        let r = self.bounded(client.create_entry(request)).await?;
+        if !r.error.is_empty() {
+            return Err(self.unavailable(format!("create {directory}/{name}: {}", r.error)));
+        }
+        Ok(())
+    }
+
+    /// Every file in `directory` with its content (up to `limit`); an absent directory has
+    /// none.
+    pub(crate) async fn list_entries(
+        &self,
+        directory: &str,
+        limit: u32,
+    ) -> SeaweedResult<Vec<(String, Bytes)>> {
+        let mut client = self.client.clone();
+        let request = ListEntriesRequest {
+            directory: directory.to_string(),
+            limit,
+            ..ListEntriesRequest::default()
+        };
+        let listed = async {
+            let mut stream = client.list_entries(request).await?.into_inner();
+            let mut out = Vec::new();
+            while let Some(r) = stream.message().await? {
+                if let Some(e) = r.entry.filter(|e| !e.is_directory) {
+                    out.push((e.name, e.content));
+                }
+            }
+            Ok::<_, tonic::Status>(out)
+        };
+        match tokio::time::timeout(self.timeout, listed).await {
+            Err(_) => Err(SeaweedError::Timeout {
+                timeout_ms: self.timeout.as_millis() as u64,
+            }),
+            Ok(Err(status)) if status.code() == tonic::Code::NotFound => Ok(Vec::new()),
+            Ok(Err(status)) if status.message().contains("no entry is found") => Ok(Vec::new()),
+            Ok(Err(status)) => Err(self.unavailable(status.message().to_string())),
+            Ok(Ok(out)) => Ok(out),
+        }
+    }
+
+    /// Removes the file `directory/name` (absent: nothing to do).
+    pub(crate) async fn delete_entry(&self, directory: &str, name: &str) -> SeaweedResult<()> {
+        let mut client = self.client.clone();
+        let request = DeleteEntryRequest {
+            directory: directory.to_string(),
+            name: name.to_string(),
+            is_delete_data: true,
+        };
+        let r = self.bounded(client.delete_entry(request)).await?;
+        if !r.error.is_empty() && !r.error.contains("not found") {
+            return Err(self.unavailable(format!("delete {directory}/{name}: {}", r.error)));
         }
         Ok(())
     }

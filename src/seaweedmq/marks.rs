@@ -123,6 +123,20 @@ impl Marks {
             .clone()
     }
 
+    /// Drops what this process knows of a partition that moved to another kelp (its mark is
+    /// written first, if it moved on). Used again, it is checked against the filer afresh.
+    pub(crate) fn forget(&self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        let unwritten = self
+            .parts
+            .borrow()
+            .get(&key)
+            .is_some_and(|p| p.acked_end.get() > p.stored.get() || p.is_fenced());
+        if !unwritten {
+            self.parts.borrow_mut().remove(&key);
+        }
+    }
+
     /// The error a fenced partition answers with, if it is fenced.
     pub(crate) fn fenced(&self, topic: &str, partition: i32) -> Option<SeaweedError> {
         let reason = self

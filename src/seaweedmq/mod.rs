@@ -44,6 +44,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use futures::channel::oneshot;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Knobs of the gRPC core. Every queue and wait has a limit here; the defaults favour latency.
@@ -456,6 +457,119 @@ impl SeaweedHandle {
             reply,
         })?;
         Ok(answer)
+    }
+
+    /// Closes the partition's publish stream (the partition moved to another kelp).
+    pub async fn detach(&self, name: &str, kafka_partition: i32) -> SeaweedResult<()> {
+        let name = name.to_string();
+        self.call(|reply| core::Request::Detach {
+            name,
+            partition: kafka_partition,
+            reply,
+        })
+        .await
+    }
+
+    /// Takes or renews a lock in the filer (see [`filer::Filer::lock`]); every filer call
+    /// here is bounded by `timeout`.
+    pub async fn lock(
+        &self,
+        name: &str,
+        seconds: i64,
+        renew_token: &str,
+        owner: &str,
+        timeout: Duration,
+    ) -> SeaweedResult<filer::LockAnswer> {
+        let (name, renew_token, owner) =
+            (name.to_string(), renew_token.to_string(), owner.to_string());
+        self.filer_call(timeout, |reply| core::FilerCall::Lock {
+            name,
+            seconds,
+            renew_token,
+            owner,
+            reply,
+        })
+        .await
+    }
+
+    /// Lets go of a lock held with `renew_token`.
+    pub async fn unlock(
+        &self,
+        name: &str,
+        renew_token: &str,
+        timeout: Duration,
+    ) -> SeaweedResult<()> {
+        let (name, renew_token) = (name.to_string(), renew_token.to_string());
+        self.filer_call(timeout, |reply| core::FilerCall::Unlock {
+            name,
+            renew_token,
+            reply,
+        })
+        .await
+    }
+
+    /// Who holds a lock in the filer now (empty: nobody).
+    pub async fn lock_owner(&self, name: &str, timeout: Duration) -> SeaweedResult<String> {
+        let name = name.to_string();
+        self.filer_call(timeout, |reply| core::FilerCall::LockOwner { name, reply })
+            .await
+    }
+
+    /// Writes a small file in the filer.
+    pub async fn put_entry(
+        &self,
+        directory: &str,
+        name: &str,
+        content: Bytes,
+        timeout: Duration,
+    ) -> SeaweedResult<()> {
+        let (directory, name) = (directory.to_string(), name.to_string());
+        self.filer_call(timeout, |reply| core::FilerCall::PutEntry {
+            directory,
+            name,
+            content,
+            reply,
+        })
+        .await
+    }
+
+    /// The files of a filer directory, with their contents.
+    pub async fn list_entries(
+        &self,
+        directory: &str,
+        timeout: Duration,
+    ) -> SeaweedResult<Vec<(String, Bytes)>> {
+        let directory = directory.to_string();
+        self.filer_call(timeout, |reply| core::FilerCall::ListEntries {
+            directory,
+            reply,
+        })
+        .await
+    }
+
+    /// Removes a file from the filer.
+    pub async fn delete_entry(
+        &self,
+        directory: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> SeaweedResult<()> {
+        let (directory, name) = (directory.to_string(), name.to_string());
+        self.filer_call(timeout, |reply| core::FilerCall::DeleteEntry {
+            directory,
+            name,
+            reply,
+        })
+        .await
+    }
+
+    async fn filer_call<T>(
+        &self,
+        timeout: Duration,
+        make: impl FnOnce(oneshot::Sender<SeaweedResult<T>>) -> core::FilerCall,
+    ) -> SeaweedResult<T> {
+        self.call(|reply| core::Request::Filer(make(reply), timeout))
+            .await
     }
 
     /// Reads from `offset` up to `max_bytes` / `max_messages` (0 for the broker's defaults:

@@ -45,6 +45,9 @@ pub(crate) struct PublishJob {
     pub(crate) reply: oneshot::Sender<SeaweedResult<Vec<i64>>>,
     /// When the caller gets a timeout if its records are not all acked.
     pub(crate) deadline: std::time::Instant,
+    /// Not records but the order to leave: the partition moved to another kelp (see
+    /// [`Publisher::leave`]); answered once the publisher has ended.
+    pub(crate) leave: bool,
 }
 
 /// A caller waiting for its records' offsets.
@@ -195,6 +198,11 @@ impl Publisher {
                 Event::Job(None) => {
                     // The core is shutting down.
                     self.fail_all(SeaweedError::Shutdown);
+                    return;
+                }
+                Event::Job(Some(job)) if job.leave => {
+                    self.leave().await;
+                    let _ = job.reply.send(Ok(Vec::new()));
                     return;
                 }
                 Event::Job(Some(job)) if job.records.is_empty() => {
@@ -641,6 +649,37 @@ impl Publisher {
                     .sum::<usize>()
             })
             .sum();
+    }
+
+    /// The partition moved to another kelp instance: nothing more is sent; the acks of the
+    /// records in flight on a live stream are awaited (up to `SEAWEEDMQ_LEAVE_ACK_WAIT_MS`),
+    /// so that none of them lands after the new owner has read the log's end; every caller
+    /// still waiting is answered `Moved` (its producer retries at the new owner, which finds
+    /// in the log whatever was stored) and the stream is closed.
+    async fn leave(&mut self) {
+        let deadline = Instant::now()
+            + Duration::from_millis(crate::config::limits::SEAWEEDMQ_LEAVE_ACK_WAIT_MS);
+        while self.in_flight > 0 {
+            let Some(stream) = self.stream.as_mut() else {
+                break;
+            };
+            match tokio::time::timeout_at(deadline, stream.acks.next()).await {
+                Ok(Some(Ok(ack))) => self.on_ack(ack),
+                _ => break,
+            }
+        }
+        if self.in_flight > 0 {
+            log::warn!(
+                "publish {}[{}]: leaving with {} records unacknowledged",
+                self.topic,
+                self.partition,
+                self.in_flight
+            );
+        }
+        self.fail_all(SeaweedError::Moved {
+            topic: self.topic.clone(),
+            partition: self.partition,
+        });
     }
 
     /// Answers every waiting caller with `error` and forgets all records: for the fence and

@@ -41,6 +41,9 @@ pub struct Mesh {
     joined: AtomicUsize,
     /// Connections open over all shards, for `--max-connections` (touched on accept only).
     pub connections: AtomicUsize,
+    /// Tasks that need every shard running after shutdown starts (a cluster member leaving:
+    /// its shards let go of their partitions); no shard stops while any holds.
+    holds: AtomicUsize,
 }
 
 /// The receiving end a shard takes when it starts.
@@ -63,6 +66,7 @@ impl Mesh {
             peer_of: (0..shards).map(|_| AtomicUsize::new(usize::MAX)).collect(),
             joined: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            holds: AtomicUsize::new(0),
         };
         Ok((Arc::new(mesh), ends))
     }
@@ -73,6 +77,15 @@ impl Mesh {
 
     /// Asks every shard to shut down (from the signal thread, which cannot ring doorbells: a
     /// parked shard sees the message at its next safety check).
+    /// Keeps every shard running through shutdown until [`Mesh::release_shutdown`].
+    pub fn hold_shutdown(&self) {
+        self.holds.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn release_shutdown(&self) {
+        self.holds.fetch_sub(1, Ordering::SeqCst);
+    }
+
     pub fn shutdown_all(&self) {
         for i in 0..self.shards() {
             // A blocking send: shutdown must not be lost to a full inbox.
@@ -267,6 +280,7 @@ impl Shard {
         loop {
             let got = self.turn(&ends, &mut pollfds);
             if self.stopping.get()
+                && self.mesh.holds.load(Ordering::SeqCst) == 0
                 && self.connections.get() == 0
                 && !self.calls_pending()
                 && ends.inbox.is_empty()

@@ -22,6 +22,7 @@ pub(crate) mod seaweed;
 pub use mesh::{Mesh, ShardEnds};
 pub use ops::{Applied, Envelope, Op, PartitionOp, PartitionReply, RegistryOp, Reply};
 
+use crate::cluster::{ClusterView, Member};
 use crate::config::{limits, Config};
 use crate::group::{Coordinator, GroupConfig};
 use crate::metrics::ShardMetrics;
@@ -89,6 +90,8 @@ pub struct Shard {
     link: mesh::Endpoint,
     /// This shard's copy of the topic table.
     pub topics: RefCell<Arc<TopicTable>>,
+    /// This shard's copy of the cluster view (a single member on the memory backend).
+    pub(crate) cluster: RefCell<Arc<ClusterView>>,
     /// The partitions this shard owns, in its backend.
     pub(crate) backend: Backend,
     /// The consumer groups this shard owns.
@@ -113,10 +116,12 @@ impl Shard {
         seaweed: Option<SeaweedHandle>,
     ) -> Rc<Shard> {
         let shards = mesh.shards() as i64;
-        // Producer ids: unique across shards (id modulo shard count) and, since the embedded
-        // backend forgets everything on restart, started from the clock so that a producer
-        // that outlived a restart does not collide with a new one.
-        let base = (now_ms() & 0xff_ffff_ffff) << 16;
+        // Producer ids: unique across shards (id modulo shard count), across the instances of
+        // a cluster (the node id in bits 53-62; ids are validated to fit) and, since a restart
+        // forgets which were given, started from the clock (4096 a millisecond) so that a
+        // producer that outlived a restart does not collide with a new one.
+        let node_bits = ((config.node_id as i64) & limits::NODE_ID_MAX as i64) << 53;
+        let base = node_bits | ((now_ms() & 0xff_ffff_ffff) << 12);
         let groups = RefCell::new(Coordinator::new(GroupConfig {
             initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
             min_session_timeout_ms: config.group_min_session_timeout_ms,
@@ -129,8 +134,25 @@ impl Shard {
             Some(handle) => Backend::Seaweed(seaweed::SeaweedShard::new(handle)),
             None => Backend::Memory(memory::MemoryPartitions::default()),
         };
+        let (host, port) = config.advertised();
+        let me = Member {
+            id: config.node_id,
+            host,
+            port,
+        };
+        let view = match &backend {
+            Backend::Memory(_) => ClusterView::single(me),
+            // With a filer: nothing is served before the membership says so.
+            Backend::Seaweed(_) if config.seaweedmq_filer.is_some() => ClusterView::none(me.id, 0),
+            // On its own: every partition at once, groups once the offsets topic is known.
+            Backend::Seaweed(_) => ClusterView {
+                offsets_partitions: 0,
+                ..ClusterView::single(me)
+            },
+        };
         Rc::new(Shard {
             id,
+            cluster: RefCell::new(Arc::new(view)),
             advertised: config.advertised(),
             groups,
             config,
@@ -161,6 +183,34 @@ impl Shard {
 
     pub fn topics(&self) -> Arc<TopicTable> {
         self.topics.borrow().clone()
+    }
+
+    pub fn cluster(&self) -> Arc<ClusterView> {
+        self.cluster.borrow().clone()
+    }
+
+    /// The node id that leads a partition (-1: none alive). On the memory backend, this one.
+    pub fn leader_of(&self, topic: &str, partition: i32) -> i32 {
+        match self.backend {
+            Backend::Memory(_) => self.config.node_id,
+            Backend::Seaweed(_) => self
+                .cluster()
+                .owner(&crate::cluster::partition_key(topic, partition))
+                .unwrap_or(-1),
+        }
+    }
+
+    /// The member that coordinates a consumer group, if any is alive.
+    pub fn coordinator_of(&self, group: &str) -> Option<Member> {
+        let view = self.cluster();
+        match self.backend {
+            Backend::Memory(_) => view.member(self.config.node_id).cloned(),
+            Backend::Seaweed(_) if view.offsets_partitions == 0 => None,
+            Backend::Seaweed(_) => {
+                let key = seaweed::group_key(group, view.offsets_partitions);
+                view.owner(&key).and_then(|id| view.member(id).cloned())
+            }
+        }
     }
 
     pub fn allocate_producer_id(&self) -> i64 {

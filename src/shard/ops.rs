@@ -2,6 +2,7 @@
 //! ([`Reply`]), wrapped in the [`Envelope`]s that cross between shards.
 
 use super::TopicPartition;
+use crate::cluster::ClusterView;
 use crate::error::ErrorCode;
 use crate::group::{GroupOp, GroupReply};
 use crate::partition::ProduceOutcome;
@@ -103,12 +104,18 @@ pub enum Op {
     Registry(RegistryOp),
     InstallTopics(Arc<TopicTable>),
     Group(GroupOp),
+    /// A new picture of the cluster (see `crate::cluster`).
+    InstallView(Arc<ClusterView>),
+    /// Whether the shard has the view with this member-set hash and has let go of everything
+    /// that view took from it.
+    Drained(u64),
 }
 
 pub enum Reply {
     Partitions(Vec<PartitionReply>),
     Registry(Result<Arc<TopicMeta>, RegistryError>),
     Group(GroupReply),
+    Drained(bool),
     Done,
 }
 

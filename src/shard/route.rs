@@ -4,6 +4,7 @@
 
 use super::ops::{Applied, Op, PartitionOp, PartitionReply, RegistryOp, Reply};
 use super::{shard_for_group, shard_for_partition, Backend, OwnedPartition, Shard, TopicPartition};
+use crate::cluster::ClusterView;
 use crate::error::ErrorCode;
 use crate::group::{self, GroupOp, GroupReply};
 use crate::topics::{RegistryError, TopicMeta};
@@ -122,12 +123,32 @@ impl Shard {
             Op::Registry(op) => Reply::Registry(self.registry_apply(op).await),
             Op::InstallTopics(table) => {
                 self.install_topics(table);
+                if let Backend::Seaweed(_) = &self.backend {
+                    // New partitions start idle: lead those the view gives this instance.
+                    self.seaweed_apply_view();
+                }
                 Reply::Done
             }
             Op::Group(op) => Reply::Group(match &self.backend {
                 Backend::Memory(_) => group::apply(&self.groups, op).await,
                 Backend::Seaweed(_) => self.seaweed_group_op(op).await,
             }),
+            Op::InstallView(view) => {
+                self.install_view(view);
+                Reply::Done
+            }
+            Op::Drained(hash) => Reply::Drained(match &self.backend {
+                Backend::Memory(_) => true,
+                Backend::Seaweed(_) => self.seaweed_drained(hash),
+            }),
+        }
+    }
+
+    /// Installs a new cluster view and brings what the shard serves in line with it.
+    fn install_view(self: &Rc<Self>, view: Arc<ClusterView>) {
+        *self.cluster.borrow_mut() = view;
+        if let Backend::Seaweed(_) = &self.backend {
+            self.seaweed_apply_view();
         }
     }
 

@@ -7,18 +7,24 @@
 //! - [`read`]: fetch, ListOffsets and the partition's range from the broker;
 //! - [`topics`]: create, load and adopt topics (shard 0), hold every partition open;
 //! - [`offsets`]: committed offsets in the topic [`OFFSETS_TOPIC`], in the record layout of
-//!   [`offset_records`].
+//!   [`offset_records`];
+//! - [`serving`]: what this instance serves, in line with the cluster view;
+//! - [`membership`]: the cluster's members, found in the filer (shard 0).
 //!
 //! Answers from the gRPC core complete `futures` oneshots on a foreign thread; every wait here
 //! goes through [`Shard::foreign`], which the shard's spinner pokes.
 
 pub mod cache;
+mod membership;
 mod offset_records;
 mod offsets;
 pub mod partition;
 mod producers;
 mod read;
+mod serving;
 mod topics;
+
+pub use serving::{group_key, offsets_partition};
 
 use super::ops::{Applied, PartitionOp, PartitionReply};
 use super::{Shard, TopicPartition};
@@ -31,9 +37,10 @@ use crate::util::now_ms;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::FutureExt;
-use partition::{SeaweedPartition, Submitted};
+use partition::{Role, SeaweedPartition, Submitted};
+use serving::OffsetsPart;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 /// SeaweedMQ topics kelp keeps for itself (hidden from Kafka clients) start with this.
@@ -46,11 +53,15 @@ pub const OFFSETS_TOPIC: &str = "__kelp_consumer_offsets";
 pub(crate) struct SeaweedShard {
     /// The gRPC core.
     pub handle: SeaweedHandle,
-    /// The partitions this shard owns.
+    /// The partitions this shard owns, led by this instance or not (see their `role`).
     pub partitions: RefCell<HashMap<TopicPartition, SeaweedPartition>>,
-    /// Whether the committed offsets of this shard's groups are loaded (after the replay of
-    /// [`OFFSETS_TOPIC`]); until then its groups answer COORDINATOR_LOAD_IN_PROGRESS.
-    pub offsets_loaded: Cell<bool>,
+    /// The partitions of [`OFFSETS_TOPIC`] whose groups this instance serves: this shard's
+    /// share of those groups is served once their commits are replayed.
+    pub offsets: RefCell<HashMap<i32, OffsetsPart>>,
+    /// Shard 0: the offsets partitions whose publish streams it holds open.
+    pub offsets_attached: RefCell<HashSet<i32>>,
+    /// Counts partition terms (see `SeaweedPartition::incarnation`).
+    incarnations: Cell<u64>,
 }
 
 impl SeaweedShard {
@@ -58,28 +69,32 @@ impl SeaweedShard {
         SeaweedShard {
             handle,
             partitions: RefCell::default(),
-            offsets_loaded: Cell::new(false),
+            offsets: RefCell::default(),
+            offsets_attached: RefCell::default(),
+            incarnations: Cell::new(0),
         }
     }
 
-    /// How a newly owned partition is made.
+    /// How a newly owned partition is made: idle until the cluster view lets this instance
+    /// take it (`Shard::seaweed_apply_view`).
     pub fn partition_maker(
         &self,
         cache_bytes: usize,
     ) -> impl Fn(&crate::topics::TopicMeta, TopicSettings) -> SeaweedPartition {
-        move |meta, settings| SeaweedPartition::new(meta.id, settings, cache_bytes)
+        move |meta, settings| SeaweedPartition::new(meta.id, settings, cache_bytes, Role::Idle, 0)
     }
 }
 
-/// Starts the shard's SeaweedMQ tasks: loading topics (shard 0) and committed offsets, and
-/// holding its partitions open.
+/// Starts the shard's SeaweedMQ tasks: loading topics and running the cluster membership
+/// (shard 0), and holding its partitions open. Committed offsets are replayed when the view
+/// gives this instance their offsets partitions.
 pub(super) fn start(shard: &Rc<Shard>) {
     if shard.id == 0 {
         let loader = shard.clone();
         glommio::spawn_local(async move { loader.seaweed_load_topics().await }).detach();
+        let cluster = shard.clone();
+        glommio::spawn_local(async move { cluster.seaweed_run_cluster().await }).detach();
     }
-    let loader = shard.clone();
-    glommio::spawn_local(async move { loader.seaweed_load_offsets().await }).detach();
     let keeper = shard.clone();
     glommio::spawn_local(async move { keeper.seaweed_keep_attached().await }).detach();
 }
@@ -107,6 +122,9 @@ impl Shard {
                 &op,
                 ErrorCode::UnknownTopicOrPartition,
             ));
+        }
+        if let Some(code) = self.not_served(&tp) {
+            return Applied::Now(PartitionReply::failed(&op, code));
         }
         let this = self.clone();
         match op {
@@ -210,8 +228,9 @@ impl Shard {
             let result = answer(&this, rx).await;
             let mut partitions = this.sw().partitions.borrow_mut();
             let _ = tx.send(match partitions.get_mut(&tp) {
-                Some(p) => p.finish(pending, result),
-                None => ProduceOutcome::error(ErrorCode::UnknownTopicOrPartition, None),
+                Some(p) if p.incarnation == pending.incarnation => p.finish(pending, result),
+                // Let go of meanwhile: the answer stands, the next term's state is not touched.
+                _ => pending.outcome_after_leaving(result),
             });
         })
         .detach();

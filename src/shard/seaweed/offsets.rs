@@ -1,16 +1,17 @@
 //! Committed offsets on the SeaweedMQ backend: every commit is written to the internal
-//! SeaweedMQ topic [`OFFSETS_TOPIC`] (one partition, in the Kafka namespace, hidden from Kafka
-//! clients) before the client hears it succeeded, and each shard rebuilds the offsets of the
-//! groups it owns by replaying that topic when it starts. The latest record per key wins; an
-//! empty value is a tombstone (DeleteGroups, OffsetDelete). The record layout is
-//! [`super::offset_records`].
+//! SeaweedMQ topic [`OFFSETS_TOPIC`] (in the Kafka namespace, hidden from Kafka clients) before
+//! the client hears it succeeded. A group's commits go to one partition of it
+//! ([`super::offsets_partition`]); the instance that leads that partition coordinates the
+//! group, and when it takes the partition each of its shards replays it to rebuild the offsets
+//! of its share of the groups. The latest record per key wins; an empty value is a tombstone
+//! (DeleteGroups, OffsetDelete). The record layout is [`super::offset_records`].
 //!
-//! Until a shard's replay is done, its groups answer COORDINATOR_LOAD_IN_PROGRESS, which every
-//! client retries. The topic only grows; SeaweedMQ's retention (or a future snapshot record)
-//! bounds replay time.
+//! Until a shard's replay is done, the partition's groups answer COORDINATOR_LOAD_IN_PROGRESS,
+//! which every client retries; groups another instance coordinates answer NOT_COORDINATOR. The
+//! topic only grows; SeaweedMQ's retention (or a future snapshot record) bounds replay time.
 
 use super::offset_records::{decode_key, decode_value, encode_key, encode_value, StoredCommit};
-use super::{answer, OFFSETS_TOPIC};
+use super::{answer, offsets_partition, OFFSETS_TOPIC};
 use crate::config::limits;
 use crate::error::ErrorCode;
 use crate::group::{self, CommittedOffset, GroupOp, GroupReply};
@@ -33,8 +34,8 @@ impl Shard {
     /// Group ops on the SeaweedMQ backend: commits and deletions are written to SeaweedMQ
     /// first; everything else is the coordinator's as on the memory backend.
     pub(in crate::shard) async fn seaweed_group_op(self: &Rc<Self>, op: GroupOp) -> GroupReply {
-        if !self.sw().offsets_loaded.get() {
-            return GroupReply::Code(ErrorCode::CoordinatorLoadInProgress);
+        if let Some(code) = op.group_id().and_then(|g| self.group_not_served(g)) {
+            return GroupReply::Code(code);
         }
         match op {
             GroupOp::Commit {
@@ -100,7 +101,7 @@ impl Shard {
                 ts_ns: ms.saturating_mul(1_000_000),
             })
             .collect();
-        if let Err(e) = self.write_offsets(records).await {
+        if let Err(e) = self.write_offsets(group, records).await {
             log::warn!("group {group:?}: commit not stored in SeaweedMQ: {e}");
             return GroupReply::Codes(Ok(vec![ErrorCode::CoordinatorNotAvailable; offsets.len()]));
         }
@@ -108,12 +109,29 @@ impl Shard {
         GroupReply::Codes(Ok(codes))
     }
 
-    async fn write_offsets(self: &Rc<Self>, records: Vec<Record>) -> Result<(), SeaweedError> {
+    /// Writes a group's commit records to its offsets partition (counted, so that the
+    /// partition is let go of only once no write is in flight).
+    async fn write_offsets(
+        self: &Rc<Self>,
+        group: &str,
+        records: Vec<Record>,
+    ) -> Result<(), SeaweedError> {
         if records.is_empty() {
             return Ok(());
         }
-        let rx = self.sw().handle.publish_now(OFFSETS_TOPIC, 0, records)?;
-        answer(self, rx).await.map(|_| ())
+        let q = offsets_partition(group, self.cluster().offsets_partitions);
+        let count = |d: isize| {
+            if let Some(p) = self.sw().offsets.borrow_mut().get_mut(&q) {
+                p.writes = p.writes.saturating_add_signed(d);
+            }
+        };
+        count(1);
+        let written = match self.sw().handle.publish_now(OFFSETS_TOPIC, q, records) {
+            Ok(rx) => answer(self, rx).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        count(-1);
+        written
     }
 
     /// Deleted offsets must stay deleted after a restart; a failure is logged (the offsets
@@ -128,31 +146,36 @@ impl Shard {
                 ts_ns: ms.saturating_mul(1_000_000),
             })
             .collect();
-        if let Err(e) = self.write_offsets(records).await {
+        if let Err(e) = self.write_offsets(group, records).await {
             log::error!("group {group:?}: deleted offsets not recorded in SeaweedMQ ({e}); they return after a restart");
         }
     }
 
-    /// At start: replays the offsets topic into the coordinator (the groups this shard owns),
-    /// retrying with backoff while SeaweedMQ is unreachable; then group requests are served.
-    pub(crate) async fn seaweed_load_offsets(self: &Rc<Self>) {
+    /// When this instance takes offsets partition `q`: replays it into the coordinator (this
+    /// shard's share of its groups), retrying with backoff while SeaweedMQ is unreachable;
+    /// then those groups are served.
+    pub(crate) async fn seaweed_load_offsets(self: &Rc<Self>, q: i32) {
         let handle = self.sw().handle.clone();
         let mut backoff = Duration::from_millis(200);
         loop {
-            if self.stopping.get() {
+            let wanted = |s: &Self| s.sw().offsets.borrow().get(&q).is_some_and(|p| !p.leaving);
+            if self.stopping.get() || !wanted(self) {
                 return;
             }
-            match self.replay_offsets(&handle).await {
-                Ok((records, kept)) => {
+            match self.replay_offsets(&handle, q).await {
+                Ok((records, kept)) if wanted(self) => {
                     log::info!(
-                        "shard {}: committed offsets loaded from SeaweedMQ ({records} records replayed, {kept} offsets kept)",
+                        "shard {}: committed offsets of {OFFSETS_TOPIC}[{q}] loaded ({records} records replayed, {kept} offsets kept)",
                         self.id
                     );
-                    self.sw().offsets_loaded.set(true);
+                    if let Some(p) = self.sw().offsets.borrow_mut().get_mut(&q) {
+                        p.loaded = true;
+                    }
                     return;
                 }
+                Ok(_) => return,
                 Err(e) => log::warn!(
-                    "shard {}: cannot load committed offsets from SeaweedMQ yet ({e}); groups answer COORDINATOR_LOAD_IN_PROGRESS meanwhile (retrying in {backoff:?})",
+                    "shard {}: cannot load the committed offsets of {OFFSETS_TOPIC}[{q}] yet ({e}); its groups answer COORDINATOR_LOAD_IN_PROGRESS meanwhile (retrying in {backoff:?})",
                     self.id
                 ),
             }
@@ -161,13 +184,13 @@ impl Shard {
         }
     }
 
-    /// Reads the whole offsets topic (creating it if needed) and restores the latest commit
-    /// of each of this shard's groups' partitions; returns (records read, offsets kept).
+    /// Reads offsets partition `q` whole and restores the latest commit of each of this
+    /// shard's groups' partitions; returns (records read, offsets kept).
     async fn replay_offsets(
         self: &Rc<Self>,
         handle: &SeaweedHandle,
+        q: i32,
     ) -> Result<(usize, usize), SeaweedError> {
-        self.ensure_offsets_topic(handle).await?;
         let mut latest = Latest::new();
         let mut offset = 0i64;
         let mut replayed = 0usize;
@@ -175,7 +198,7 @@ impl Shard {
             let fetched = self
                 .foreign(handle.fetch(
                     OFFSETS_TOPIC,
-                    0,
+                    q,
                     offset,
                     limits::SEAWEEDMQ_SCAN_FETCH_BYTES,
                     limits::SEAWEEDMQ_FETCH_MESSAGES_MAX,
@@ -206,25 +229,44 @@ impl Shard {
         Ok((replayed, self.restore_commits(latest)))
     }
 
+    /// Shard 0, at start: makes sure the offsets topic exists (with
+    /// `SEAWEEDMQ_OFFSETS_PARTITIONS` partitions when kelp creates it) and returns its
+    /// partition count, retrying while SeaweedMQ is unreachable; `None` if kelp stops first.
+    pub(in crate::shard) async fn seaweed_offsets_partition_count(self: &Rc<Self>) -> Option<i32> {
+        let handle = self.sw().handle.clone();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if self.stopping.get() {
+                return None;
+            }
+            match self.ensure_offsets_topic(&handle).await {
+                Ok(n) => return Some(n),
+                Err(e) => log::warn!(
+                    "cannot reach kelp's offsets topic in SeaweedMQ yet ({e}); groups answer COORDINATOR_NOT_AVAILABLE meanwhile (retrying in {backoff:?})"
+                ),
+            }
+            self.pause(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// The offsets topic's partition count, creating the topic first if needed.
     async fn ensure_offsets_topic(
         self: &Rc<Self>,
         handle: &SeaweedHandle,
-    ) -> Result<(), SeaweedError> {
-        if self.foreign(handle.topic_exists(OFFSETS_TOPIC)).await? {
-            return Ok(());
-        }
-        match self.foreign(handle.configure_topic(OFFSETS_TOPIC, 1)).await {
-            Ok(_) => {
-                log::info!("created the SeaweedMQ topic {OFFSETS_TOPIC} for committed offsets");
-                Ok(())
+    ) -> Result<i32, SeaweedError> {
+        if !self.foreign(handle.topic_exists(OFFSETS_TOPIC)).await? {
+            let n = limits::SEAWEEDMQ_OFFSETS_PARTITIONS;
+            match self.foreign(handle.configure_topic(OFFSETS_TOPIC, n)).await {
+                Ok(_) => log::info!(
+                    "created the SeaweedMQ topic {OFFSETS_TOPIC} ({n} partitions) for committed offsets"
+                ),
+                // Another kelp made it meanwhile.
+                Err(e) => log::debug!("configure {OFFSETS_TOPIC}: {e}"),
             }
-            // Another shard (or kelp) made it meanwhile.
-            Err(e) if self.foreign(handle.topic_exists(OFFSETS_TOPIC)).await == Ok(true) => {
-                log::debug!("configure {OFFSETS_TOPIC}: {e}");
-                Ok(())
-            }
-            Err(e) => Err(e),
         }
+        let config = self.foreign(handle.topic_config(OFFSETS_TOPIC)).await?;
+        Ok(config.partition_count)
     }
 
     /// Keeps one replayed record if its group is this shard's.

@@ -30,6 +30,8 @@ pub enum Submitted {
 
 /// The batches of a produce waiting for SeaweedMQ's acks.
 pub struct PendingProduce {
+    /// The partition's incarnation it was submitted to (see [`SeaweedPartition::incarnation`]).
+    pub incarnation: u64,
     batches: Vec<(Bytes, BatchInfo)>,
     /// Per batch: a torn batch's stored head (its base offset, records stored), whose tail is
     /// all that was sent.
@@ -61,6 +63,26 @@ struct Prepared {
     duplicate: Option<SeenBatch>,
 }
 
+impl PendingProduce {
+    /// The answer for a produce whose partition was let go meanwhile: its offsets as the
+    /// broker gave them, no state of a later term touched.
+    pub fn outcome_after_leaving(&self, result: SeaweedResult<Vec<i64>>) -> ProduceOutcome {
+        match result {
+            Ok(offsets) if self.heads.iter().all(Option::is_none) && !offsets.is_empty() => {
+                ProduceOutcome {
+                    error: ErrorCode::None,
+                    message: None,
+                    base_offset: offsets[0],
+                    log_append_time_ms: self.log_append_time.unwrap_or(-1),
+                    log_start_offset: -1,
+                }
+            }
+            Ok(_) => ProduceOutcome::error(ErrorCode::NotLeaderOrFollower, None),
+            Err(e) => failure(&e),
+        }
+    }
+}
+
 /// The produce answer for a failed SeaweedMQ call.
 pub fn failure(e: &SeaweedError) -> ProduceOutcome {
     ProduceOutcome::error(ErrorCode::from_seaweed(e, true), Some(e.to_string()))
@@ -75,8 +97,22 @@ pub enum ProducersState {
     Loaded,
 }
 
+/// Whether this kelp instance serves the partition (see `crate::cluster`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Another instance leads it (or nobody may yet): ops answer NOT_LEADER_OR_FOLLOWER.
+    Idle,
+    Serving,
+    /// Letting go: its publisher finishes what it has in flight; ops answer as `Idle`.
+    Leaving,
+}
+
 pub struct SeaweedPartition {
     pub topic_id: Uuid,
+    pub role: Role,
+    /// Changes every time the partition is let go, so that an answer for a produce submitted
+    /// before is not applied to the state of a later term.
+    pub incarnation: u64,
     pub settings: TopicSettings,
     /// Woken on every acked produce, for long-polling fetches.
     pub appended: Notify,
@@ -112,9 +148,18 @@ impl OwnedPartition for SeaweedPartition {
 
 impl SeaweedPartition {
     /// `cache_bytes` bounds the cache of what kelp published (`--seaweedmq-cache-bytes`).
-    pub fn new(topic_id: Uuid, settings: TopicSettings, cache_bytes: usize) -> Self {
+    /// A new partition is served at once when `role` says so.
+    pub fn new(
+        topic_id: Uuid,
+        settings: TopicSettings,
+        cache_bytes: usize,
+        role: Role,
+        incarnation: u64,
+    ) -> Self {
         SeaweedPartition {
             topic_id,
+            role,
+            incarnation,
             settings,
             appended: Notify::default(),
             cache: SeaweedCache::new(cache_bytes),
@@ -175,6 +220,7 @@ impl SeaweedPartition {
                     self.cache.publish_started();
                 }
                 let pending = PendingProduce {
+                    incarnation: self.incarnation,
                     batches: to_send,
                     heads,
                     log_append_time,
@@ -386,7 +432,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             log_append_time: false,
         };
-        let mut p = SeaweedPartition::new(Uuid::nil(), settings, 1 << 20);
+        let mut p = SeaweedPartition::new(Uuid::nil(), settings, 1 << 20, Role::Serving, 0);
         let stamp = ProducerStamp {
             producer_id: 7,
             epoch: 0,
@@ -426,7 +472,7 @@ mod tests {
             base_offset: 40,
             stored: 1,
         };
-        let mut p = SeaweedPartition::new(Uuid::nil(), settings, 1 << 20);
+        let mut p = SeaweedPartition::new(Uuid::nil(), settings, 1 << 20, Role::Serving, 0);
         p.torn = Some(torn);
         let (pending, _rx) = match p.submit(&handle, "t", 0, Some(&idempotent(7, 10, 3)), 0) {
             Submitted::Pending(pending, rx) => (pending, rx),
@@ -443,7 +489,7 @@ mod tests {
         }
 
         // A tail that does not land right after its head is not acknowledged.
-        let mut p = SeaweedPartition::new(Uuid::nil(), settings, 1 << 20);
+        let mut p = SeaweedPartition::new(Uuid::nil(), settings, 1 << 20, Role::Serving, 0);
         p.torn = Some(torn);
         let Submitted::Pending(pending, _rx) =
             p.submit(&handle, "t", 0, Some(&idempotent(7, 10, 3)), 0)

@@ -1,13 +1,14 @@
 //! Topics on the SeaweedMQ backend. Shard 0 creates topics in SeaweedMQ before its table has
 //! them, loads every Kafka topic SeaweedMQ has at start and adopts topics another gateway made
-//! when a client asks for them; every shard keeps a publish stream open to each partition it
-//! owns (see [`Shard::seaweed_keep_attached`]).
+//! when a client asks for them (and every few seconds); every shard keeps a publish stream open
+//! to each partition it leads (see [`Shard::seaweed_keep_attached`]).
 
+use super::partition::Role;
 use super::{INTERNAL_TOPIC_PREFIX, OFFSETS_TOPIC};
 use crate::config::limits;
 use crate::error::ErrorCode;
 use crate::seaweedmq::{SeaweedError, SeaweedResult};
-use crate::shard::{PartitionOp, PartitionReply, RegistryOp, Shard, TopicPartition};
+use crate::shard::{RegistryOp, Shard, TopicPartition};
 use crate::topics::{topic_id_for, RegistryError, TopicMeta};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -130,11 +131,14 @@ impl Shard {
         Ok(())
     }
 
-    /// Shard 0, at start: loads every Kafka topic SeaweedMQ has into the table, retrying with
-    /// backoff while SeaweedMQ is unreachable, then holds every partition open.
+    /// Shard 0: loads every Kafka topic SeaweedMQ has into the table, retrying with backoff
+    /// while SeaweedMQ is unreachable, then looks again every `SEAWEEDMQ_TOPICS_REFRESH_MS`
+    /// for topics made elsewhere (another kelp of the cluster, another gateway), so that
+    /// listings agree across instances.
     pub(crate) async fn seaweed_load_topics(self: &Rc<Self>) {
         let handle = self.sw().handle.clone();
         let mut backoff = Duration::from_millis(200);
+        let mut loaded_once = false;
         loop {
             if self.stopping.get() {
                 return;
@@ -142,20 +146,27 @@ impl Shard {
             match self.foreign(handle.list_topics()).await {
                 Ok(names) => {
                     if let Some(loaded) = self.adopt_all(&names).await {
-                        self.hold_all_open(loaded).await;
-                        return;
+                        if !loaded_once {
+                            log::info!("SeaweedMQ: serving {loaded} existing topics");
+                            loaded_once = true;
+                        }
+                        backoff = Duration::from_millis(limits::SEAWEEDMQ_TOPICS_REFRESH_MS);
                     }
                 }
-                Err(e) => log::warn!(
+                Err(e) if !loaded_once => log::warn!(
                     "SeaweedMQ not reachable yet ({e}); topics load when it is (retrying in {backoff:?})"
                 ),
+                Err(e) => log::debug!("SeaweedMQ topic refresh: {e}"),
             }
             self.pause(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            if !loaded_once {
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
         }
     }
 
-    /// Adopts every Kafka topic among `names`; how many, or `None` if any failed to load.
+    /// Adopts every Kafka topic among `names` the table lacks; how many topics SeaweedMQ has,
+    /// or `None` if any failed to load.
     async fn adopt_all(self: &Rc<Self>, names: &[String]) -> Option<usize> {
         let mut loaded = 0;
         let mut failed = false;
@@ -164,7 +175,10 @@ impl Shard {
             .filter(|n| !n.starts_with(INTERNAL_TOPIC_PREFIX))
         {
             if crate::topics::validate_topic_name(name).is_err() {
-                log::warn!("SeaweedMQ topic {name:?} is not a valid Kafka topic name; not served");
+                continue;
+            }
+            if self.topics().get(name).is_some() {
+                loaded += 1;
                 continue;
             }
             match self.seaweed_adopt(name).await {
@@ -179,60 +193,22 @@ impl Shard {
         (!failed).then_some(loaded)
     }
 
-    /// Holds every partition of the table (and the offsets topic) open before saying so:
-    /// another kelp may be about to stop (a rolling restart), and SeaweedMQ must not see the
-    /// partitions without a publisher in between.
-    async fn hold_all_open(self: &Rc<Self>, loaded: usize) {
-        let table = self.topics();
-        let ops: Vec<_> = table
-            .by_name
-            .values()
-            .flat_map(|m| {
-                (0..m.partitions).map(move |p| {
-                    let tp = TopicPartition {
-                        topic: m.name.clone(),
-                        partition: p,
-                    };
-                    (tp, PartitionOp::Attach)
-                })
-            })
-            .collect();
-        let total = ops.len() + 1;
-        let handle = self.sw().handle.clone();
-        let offsets_held = self.foreign(handle.attach(OFFSETS_TOPIC, 0)).await.is_ok();
-        let held = self
-            .route(ops)
-            .await
-            .into_iter()
-            .filter(|r| matches!(r, PartitionReply::Attached(Ok(()))))
-            .count()
-            + usize::from(offsets_held);
-        log::info!(
-            "SeaweedMQ: serving {loaded} existing topics; holding {held} of their {total} partitions open (with the offsets topic)"
-        );
-    }
-
-    /// Keeps a publish stream open to every SeaweedMQ partition this shard owns (and, on shard
-    /// 0, to the offsets topic), checking every `SEAWEEDMQ_ATTACH_CHECK_MS`. A SeaweedMQ
-    /// broker unloads a partition as soon as its last publisher and subscriber leave, and
-    /// SeaweedFS 4.44-4.53 can reload it with its offsets reset (see ARCHITECTURE.md).
+    /// Keeps a publish stream open to every SeaweedMQ partition this shard leads (and, on
+    /// shard 0, to the offsets partitions this instance serves), checking every
+    /// `SEAWEEDMQ_ATTACH_CHECK_MS`, and applies the cluster view's timing (a lease that ran
+    /// out, a start-up grace that ended). A SeaweedMQ broker unloads a partition as soon as
+    /// its last publisher and subscriber leave, and stock SeaweedFS can reload it with its
+    /// offsets reset (see ARCHITECTURE.md).
     pub(crate) async fn seaweed_keep_attached(self: &Rc<Self>) {
         let handle = self.sw().handle.clone();
         let mut failing = false;
+        let mut led = usize::MAX;
         loop {
             if self.stopping.get() {
                 return;
             }
-            let mut parts: Vec<(Arc<str>, i32)> = self
-                .sw()
-                .partitions
-                .borrow()
-                .keys()
-                .map(|tp| (tp.topic.clone(), tp.partition))
-                .collect();
-            if self.id == 0 {
-                parts.push((Arc::from(OFFSETS_TOPIC), 0));
-            }
+            self.seaweed_apply_view();
+            let parts = self.parts_to_hold();
             let results = futures::future::join_all(
                 parts
                     .iter()
@@ -255,10 +231,16 @@ impl Shard {
                 log::info!("shard {}: SeaweedMQ partitions held open again", self.id);
             }
             failing = !errors.is_empty();
-            // Partitions taken over get their idempotence tables from storage before their
-            // first produce, rather than making it wait.
             for ((topic, partition), attached) in parts.iter().zip(&results) {
-                if attached.is_ok() && topic.as_ref() != OFFSETS_TOPIC {
+                if topic.as_ref() == OFFSETS_TOPIC {
+                    if attached.is_ok() {
+                        self.sw().offsets_attached.borrow_mut().insert(*partition);
+                    }
+                    continue;
+                }
+                // Partitions taken over get their idempotence tables from storage before
+                // their first produce, rather than making it wait.
+                if attached.is_ok() {
                     let tp = TopicPartition {
                         topic: topic.clone(),
                         partition: *partition,
@@ -266,8 +248,38 @@ impl Shard {
                     self.producers_ready(&tp);
                 }
             }
+            let now_led = self.sw().serving();
+            if now_led != led && errors.is_empty() {
+                log::info!(
+                    "shard {}: leading {now_led} SeaweedMQ partitions, holding them open",
+                    self.id
+                );
+                led = now_led;
+            }
             self.pause(Duration::from_millis(limits::SEAWEEDMQ_ATTACH_CHECK_MS))
                 .await;
         }
+    }
+
+    /// The partitions whose publish streams this shard holds open: those it leads, and on
+    /// shard 0 the offsets partitions this instance serves.
+    fn parts_to_hold(&self) -> Vec<(Arc<str>, i32)> {
+        let sw = self.sw();
+        let mut parts: Vec<(Arc<str>, i32)> = sw
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(_, p)| p.role == Role::Serving)
+            .map(|(tp, _)| (tp.topic.clone(), tp.partition))
+            .collect();
+        if self.id == 0 {
+            let topic: Arc<str> = Arc::from(OFFSETS_TOPIC);
+            for (q, part) in sw.offsets.borrow().iter() {
+                if !part.leaving {
+                    parts.push((topic.clone(), *q));
+                }
+            }
+        }
+        parts
     }
 }
