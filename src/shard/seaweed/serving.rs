@@ -77,6 +77,14 @@ impl Shard {
                     p.role = Role::Serving;
                     p.incarnation = sw.next_incarnation();
                     taken += 1;
+                    // With the line `let_go` writes, an operator (and the cluster test) can
+                    // check that no two instances ever wrote one partition at once.
+                    log::debug!(
+                        "writer {}[{}] starts at ms {}",
+                        tp.topic,
+                        tp.partition,
+                        crate::util::now_ms()
+                    );
                 }
                 _ => {}
             }
@@ -128,7 +136,12 @@ impl Shard {
                 );
             }
         }
-        log::debug!("{}[{}]: let go", tp.topic, tp.partition);
+        log::debug!(
+            "writer {}[{}] ends at ms {}",
+            tp.topic,
+            tp.partition,
+            crate::util::now_ms()
+        );
         // The view may have given it back meanwhile.
         self.seaweed_apply_view();
     }
