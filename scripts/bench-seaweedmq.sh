@@ -66,6 +66,14 @@ start_kelp() {
         >"$RAW/kelp-$name.log" 2>&1 &
     PIDS+=("$!")
     wait_listening "$port" "$!" "$RAW/kelp-$name.log" 90 "kelp ($name)"
+    if [[ " $* " == *" --seaweedmq-filer "* ]]; then
+        # A cluster of one: it leads partitions once its membership has settled.
+        local deadline=$((SECONDS + 90))
+        until grep -q 'settled with members' "$RAW/kelp-$name.log"; do
+            [ "$SECONDS" -lt "$deadline" ] || die "kelp ($name) did not settle its membership within 90 s"
+            sleep 0.2
+        done
+    fi
     printf -v "PORT_$name" '%s' "$port"
     printf -v "METRICS_$name" '%s' "$metrics"
 }

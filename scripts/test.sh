@@ -4,7 +4,10 @@
 # SeaweedMQ backend against a real SeaweedFS stack (scripts/test-seaweedmq.sh; builds `weed`
 # from the Go module proxy with kelp's broker patches on first use, about ten minutes), then
 # the SeaweedMQ fault scenarios (scripts/test-seaweedmq-faults.sh: full stop, broker SIGKILL x3
-# and SIGTERM, kelp SIGKILL).
+# and SIGTERM, kelp SIGKILL), then three kelp instances as one cluster in front of one SeaweedFS
+# (scripts/test-seaweedmq-cluster.sh: every client sees all three from one, a SIGKILL and a
+# rolling restart during an idempotent produce with a group reading, failover time, never two
+# writers of a partition).
 # In CI (CI set) every interop scenario must run: a skip is an error there.
 set -euo pipefail
 
@@ -33,5 +36,8 @@ scripts/seaweedfs/test-patches.sh
 
 banner "test: SeaweedMQ through a full stop, broker crashes and a kelp crash (scripts/test-seaweedmq-faults.sh)"
 scripts/test-seaweedmq-faults.sh
+
+banner "test: three kelp instances as one cluster on SeaweedMQ: metadata, failover, one writer per partition (scripts/test-seaweedmq-cluster.sh)"
+scripts/test-seaweedmq-cluster.sh
 
 banner "test: all passed"

@@ -12,15 +12,24 @@ creates SIGNAL_DIR/fault-K (K = 1, 2...); the script injects fault K and creates
 SIGNAL_DIR/done-K. Production never pauses: librdkafka retries whatever kelp answers with
 retriable errors while SeaweedMQ or kelp is away.
 
+With KELP_FAULT_RATE (records per second; default 0: no limit) production is paced, so that
+faults that take a while (kelp instances leaving, restarting and rejoining a cluster) happen
+while records are still being produced; the produce result says how many faults were over
+before the last acknowledgement. KELP_BOOTSTRAP may list several kelp instances (a cluster).
+
 Meanwhile KELP_FAULT_CONSUMERS (3) members of one consumer group read the topic (auto-commit),
 and after production they read on until the group's committed offsets reach every partition's
-end. Then:
+end. With KELP_FAULT_RESUME_CHECK=1 the members also note every commit the coordinator
+acknowledged and the first offset they read after each assignment: an assignment must start at
+or after every commit of that partition acknowledged before it (the group resumes at its
+commits, also when its coordinator moved). Then:
   NAME-produce       every record was acknowledged (none failed for good);
   NAME-no-loss       every acknowledged record is in the log, at the offset its ack gave, with
                      its value unchanged;
   NAME-no-dups       no record is stored twice, no two records share an offset, each partition
                      holds its records in produce order with dense offsets;
-  NAME-consumers     the group read every record and committed every partition's end.
+  NAME-consumers     the group read every record and committed every partition's end (and,
+                     with KELP_FAULT_RESUME_CHECK=1, resumed at its commits).
 
 With KELP_FAULT_EXPECT=fenced (stock SeaweedFS, which loses acknowledged records and reuses
 offsets) the program checks only what kelp promises there: no record is ever acknowledged at an
@@ -49,6 +58,8 @@ N = int(os.environ.get("KELP_FAULT_RECORDS", "100000"))
 PARTITIONS = int(os.environ.get("KELP_FAULT_PARTITIONS", "4"))
 AT = [float(x) for x in os.environ.get("KELP_FAULT_AT", "0.3").split()]
 CONSUMERS = int(os.environ.get("KELP_FAULT_CONSUMERS", "3"))
+RATE = float(os.environ.get("KELP_FAULT_RATE", "0"))
+RESUME_CHECK = os.environ.get("KELP_FAULT_RESUME_CHECK", "0") == "1"
 EXPECT_FENCED = os.environ.get("KELP_FAULT_EXPECT", "whole") == "fenced"
 # How long production may take in all, faults included.
 PRODUCE_DEADLINE_S = float(os.environ.get("KELP_FAULT_DEADLINE_S", "900"))
@@ -71,6 +82,8 @@ class Produced:
         self.failed = {}  # i -> error
         self.errors = ErrorLog("producer")
         self.faults_signalled = 0
+        # Faults whose done-K existed when the last record was acknowledged.
+        self.faults_done_while_producing = 0
 
 
 def signal_faults(signal_dir, out):
@@ -80,6 +93,11 @@ def signal_faults(signal_dir, out):
         k = out.faults_signalled
         open(os.path.join(signal_dir, f"fault-{k}"), "w").close()
         log(f"{len(out.acked)} records acknowledged: fault {k} now")
+
+
+def faults_done(signal_dir):
+    return sum(1 for k in range(1, len(AT) + 1)
+               if os.path.exists(os.path.join(signal_dir, f"done-{k}")))
 
 
 def produce(bootstrap, topic, signal_dir, out):
@@ -108,6 +126,11 @@ def produce(bootstrap, topic, signal_dir, out):
     t0 = time.monotonic()
     last_log = t0
     for i in range(N):
+        if RATE > 0:
+            # Paced: record i leaves no earlier than i / RATE seconds after the start.
+            while (ahead := t0 + i / RATE - time.monotonic()) > 0:
+                p.poll(min(ahead, 0.05))
+                signal_faults(signal_dir, out)
         while True:
             try:
                 p.produce(topic, value_of(i), partition=i % PARTITIONS, on_delivery=on_delivery)
@@ -135,26 +158,72 @@ def produce(bootstrap, topic, signal_dir, out):
         why = prog.expired()
         if why:
             raise Fail(why + out.errors.summary())
+    out.faults_done_while_producing = faults_done(signal_dir)
     p.flush(5 if EXPECT_FENCED else 30)
     log(f"production over after {time.monotonic() - t0:.1f}s: {len(out.acked)} acked, "
-        f"{len(out.failed)} failed, {out.faults_signalled} faults")
+        f"{len(out.failed)} failed, {out.faults_signalled} faults, "
+        f"{out.faults_done_while_producing} of them over by then")
+
+
+class Commits:
+    """Commits the group's coordinator acknowledged, by any member: (when, partition, offset)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.acked = []
+
+    def add(self, when, partition, offset):
+        with self.lock:
+            self.acked.append((when, partition, offset))
 
 
 class Group(threading.Thread):
-    """One member of the consumer group: reads and remembers what it saw."""
+    """One member of the consumer group: reads and remembers what it saw (and, with
+    KELP_FAULT_RESUME_CHECK=1, the commits acknowledged and where each assignment began)."""
 
-    def __init__(self, bootstrap, topic, group, name, stop):
+    def __init__(self, bootstrap, topic, group, name, stop, commits=None):
         super().__init__(name=name, daemon=True)
         conf = base_conf(bootstrap)
         conf.update({"group.id": group, "auto.offset.reset": "earliest",
                      "enable.auto.commit": True, "auto.commit.interval.ms": 500,
                      "session.timeout.ms": 15000, "heartbeat.interval.ms": 1000,
                      "partition.assignment.strategy": "cooperative-sticky"})
+        self.commits = commits
+        # partition -> when it was assigned, until its first record is read
+        self.pending = {}
+        # (partition, when assigned, first offset read)
+        self.resumes = []
+        self.read = 0
+        if commits is not None:
+            conf["on_commit"] = self.on_commit
         self.consumer = Consumer(conf)
-        self.consumer.subscribe([topic])
+        if commits is not None:
+            self.consumer.subscribe([topic], on_assign=self.on_assign, on_revoke=self.on_revoke,
+                                    on_lost=self.on_revoke)
+        else:
+            self.consumer.subscribe([topic])
         self.stop = stop
         self.seen = set()
         self.errors = []
+
+    # The callbacks run in this member's thread, inside consume(): a commit's callback comes
+    # after the coordinator acknowledged it, an assignment's before its OffsetFetch.
+    def on_commit(self, err, partitions):
+        when = time.monotonic()
+        if err is not None:
+            return
+        for tp in partitions:
+            if tp.error is None and tp.offset >= 0:
+                self.commits.add(when, tp.partition, tp.offset)
+
+    def on_assign(self, consumer, partitions):
+        when = time.monotonic()
+        for tp in partitions:
+            self.pending[tp.partition] = when
+
+    def on_revoke(self, consumer, partitions):
+        for tp in partitions:
+            self.pending.pop(tp.partition, None)
 
     def run(self):
         try:
@@ -166,6 +235,10 @@ class Group(threading.Thread):
                             self.errors.append(str(e))
                         continue
                     self.seen.add(index_of(m.value()))
+                    self.read += 1
+                    when = self.pending.pop(m.partition(), None)
+                    if when is not None:
+                        self.resumes.append((m.partition(), when, m.offset()))
         finally:
             try:
                 self.consumer.close()
@@ -315,10 +388,11 @@ def main():
     def body(r):
         stop = threading.Event()
         members = []
+        commits = Commits() if RESUME_CHECK else None
 
         def setup_and_produce():
             create_topics(admin_client(bootstrap), [topic], PARTITIONS)
-            members.extend(Group(bootstrap, topic, group, f"m{k}", stop)
+            members.extend(Group(bootstrap, topic, group, f"m{k}", stop, commits)
                            for k in range(0 if EXPECT_FENCED else CONSUMERS))
             for m in members:
                 m.start()
@@ -337,7 +411,8 @@ def main():
                 raise Fail(f"{len(out.failed)} of {N} records failed for good, e.g. {first}"
                            + out.errors.summary())
             return (f"{N} records acknowledged in {time.monotonic() - t0:.1f}s across "
-                    f"{len(AT)} faults")
+                    f"{len(AT)} faults ({out.faults_done_while_producing} of them over before "
+                    f"the last acknowledgement)")
 
         try:
             if not r.run(f"{name}-produce", setup_and_produce):
@@ -370,8 +445,11 @@ def main():
                 errors = [e for m in members for e in m.errors]
                 if errors:
                     raise Fail(f"consumer errors: {errors[:3]}")
+                resumed = ""
+                if commits is not None:
+                    resumed = "; " + check_resumes(members, commits, len(seen))
                 return (f"{len(members)} members read all {len(seen)} records and committed "
-                        f"every partition's end {ends}")
+                        f"every partition's end {ends}{resumed}")
 
             r.run(f"{name}-consumers", consumers_done)
         finally:
@@ -380,6 +458,34 @@ def main():
                 m.join(30)
 
     main_wrapper(r, body)
+
+
+def check_resumes(members, commits, distinct):
+    """Every assignment began at or after each commit of its partition that the coordinator
+    had acknowledged before the assignment."""
+    with commits.lock:
+        acked = sorted(commits.acked)
+    resumes = sorted(r for m in members for r in m.resumes)
+    behind = []
+    after_commits = 0
+    for part, when, first in resumes:
+        floor = max((off for t, q, off in acked if q == part and t < when), default=None)
+        if floor is None:
+            continue
+        after_commits += 1
+        if first < floor:
+            behind.append(f"partition {part} assigned at +{when - resumes[0][1]:.1f}s began at "
+                          f"offset {first}, behind its commit {floor}")
+    if behind:
+        raise Fail(f"{len(behind)} of {after_commits} assignments did not resume at the "
+                   f"group's commits: {behind[:4]}")
+    if after_commits == 0:
+        raise Fail(f"no assignment came after a commit ({len(resumes)} assignments, "
+                   f"{len(acked)} commits acknowledged): the resume was never exercised")
+    reread = sum(m.read for m in members) - distinct
+    return (f"{after_commits} assignments after commits (of {len(resumes)}; "
+            f"{len(acked)} partition commits acknowledged) each began at or after the last "
+            f"commit acknowledged before it; {reread} records read again (at least once)")
 
 
 def wait_file(path, what, timeout_s):

@@ -197,6 +197,7 @@ func runFranz(sel func(string) bool) {
 	if sel("admin-groups") {
 		runScenario(franzName, "admin-groups", 150*time.Second, franzAdminGroupsScenario)
 	}
+	runFranzCluster(sel)
 }
 
 func franzCreateTopicScenario(ctx context.Context, topic string) (string, error) {

@@ -133,6 +133,9 @@ public final class Main {
                 run(s, 180, Groups::adminGroups);
             } else if (s.equals("acceptance-kill")) {
                 run(s, 420, Groups::acceptanceKill);
+            } else if (s.equals("cluster-metadata")) {
+                // Only when asked for (scripts/test-seaweedmq-cluster.sh), never by default.
+                run(s, 120, Cluster::clusterMetadata);
             } else {
                 result(s, "fail", "unknown scenario");
             }
