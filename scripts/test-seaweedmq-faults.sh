@@ -135,7 +135,8 @@ full_stop() {
         else
             echo "RESULT|confluent-kafka|full-stop-stock|fail|records missing after the full stop and no fence named the cause" | tee -a "$RESULTS"
         fi
-        expected=$((expected + 1))
+        # produce: topics, 5 round trips, the commit; then the full stop's verdict.
+        expected=$((expected + 8))
     else
         KELP_BOOTSTRAP=127.0.0.1:$KELP_PORT KELP_TOPIC_PREFIX=$PREFIX timeout 900 \
             "$VENV/bin/python" tests/seaweedmq/kelp_acceptance.py verify "$RUN_DIR/acceptance.json" \
