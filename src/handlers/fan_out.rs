@@ -3,7 +3,7 @@
 //! back in request order, with the partitions that could not be resolved answered in place.
 
 use crate::error::ErrorCode;
-use crate::shard::{PartitionOp, PartitionReply, Shard, TopicPartition};
+use crate::shard::{PartitionOp, PartitionReply, RegistryOp, Shard, TopicPartition};
 use crate::topics::{TopicMeta, TopicTable};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,6 +25,29 @@ pub fn lookup<'t>(
     } else {
         table.get(name)
     }
+}
+
+/// [`lookup`], and for a name the table lacks on SeaweedMQ, SeaweedMQ itself: another kelp
+/// instance (or SeaweedFS's gateway) may have made the topic since this one last listed them,
+/// and a client sent here by that instance's Metadata must not meet UNKNOWN_TOPIC until the
+/// next refresh.
+pub async fn lookup_or_adopt(
+    shard: &Rc<Shard>,
+    table: &TopicTable,
+    name: &str,
+    id: &Uuid,
+    by_id: bool,
+) -> Option<Arc<TopicMeta>> {
+    if let Some(meta) = lookup(table, name, id, by_id) {
+        return Some(meta.clone());
+    }
+    if by_id || !shard.topics_may_exist_elsewhere() {
+        return None;
+    }
+    let op = RegistryOp::Lookup {
+        name: name.to_string(),
+    };
+    shard.registry(op).await.ok()
 }
 
 /// Resolves one requested partition of a topic found (or not) by [`lookup`].

@@ -1,6 +1,6 @@
 //! Fetch: stored batches returned byte for byte, long-polled on the partitions' owners.
 
-use super::fan_out::{fan_out, lookup, target, Target};
+use super::fan_out::{fan_out, lookup_or_adopt, target, Target};
 use crate::config::limits;
 use crate::error::ErrorCode;
 use crate::shard::{PartitionOp, PartitionReply, Shard};
@@ -42,7 +42,14 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> FetchR
     let by_id = version >= 13;
     let mut wanted = Vec::new();
     for (ti, topic) in req.topics.iter().enumerate() {
-        let meta = lookup(&table, topic.topic.0.as_str(), &topic.topic_id, by_id);
+        let meta = lookup_or_adopt(
+            shard,
+            &table,
+            topic.topic.0.as_str(),
+            &topic.topic_id,
+            by_id,
+        )
+        .await;
         let mut t = FetchableTopicResponse::default();
         t.topic = topic.topic.clone();
         t.topic_id = topic.topic_id;
@@ -50,7 +57,7 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> FetchR
         for p in &topic.partitions {
             let max_bytes = p.partition_max_bytes.max(0) as usize;
             let key = (ti, p.partition, p.fetch_offset, max_bytes);
-            wanted.push((key, target(meta, p.partition, by_id)));
+            wanted.push((key, target(meta.as_ref(), p.partition, by_id)));
         }
     }
     let results = read_until_enough(shard, &req, &mut wanted).await;

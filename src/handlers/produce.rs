@@ -1,6 +1,6 @@
 //! Produce and InitProducerId.
 
-use super::fan_out::{fan_out, lookup, target};
+use super::fan_out::{fan_out, lookup_or_adopt, target};
 use super::str_bytes;
 use crate::error::ErrorCode;
 use crate::partition::ProduceOutcome;
@@ -30,14 +30,15 @@ pub async fn produce(shard: &Rc<Shard>, req: ProduceRequest, version: i16) -> Pr
     let mut items = Vec::new();
     let mut topics_out = Vec::with_capacity(req.topic_data.len());
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
-        let meta = lookup(&table, topic.name.0.as_str(), &topic.topic_id, by_id);
+        let meta =
+            lookup_or_adopt(shard, &table, topic.name.0.as_str(), &topic.topic_id, by_id).await;
         let mut t = TopicProduceResponse::default();
         t.name = topic.name.clone();
         t.topic_id = topic.topic_id;
         topics_out.push(t);
         for p in topic.partition_data {
             let target = if acks_ok {
-                target(meta, p.index, by_id)
+                target(meta.as_ref(), p.index, by_id)
             } else {
                 Err(ErrorCode::InvalidRequiredAcks)
             };
