@@ -5,7 +5,7 @@
 # shape goes first. Workloads:
 #   - loadtest (leader-aware, kelp's own): 12 partitions, 12 connections x 8 requests in flight,
 #     1 KiB records, 1 record per request, acks=all, closed loop;
-#   - confluent-kafka (librdkafka, its default producer settings: linger 5 ms, idempotence on,
+#   - confluent-kafka (librdkafka, its default producer settings: linger 5 ms, idempotence off,
 #     acks=all), bootstrapped from instance 1, 100,000 1 KiB records over 12 partitions.
 # For each run it also reads the CPU time every process used (kelp instances, the MQ broker,
 # the `weed server` holding master, volume server and filer) from /proc, as microseconds of CPU
@@ -70,13 +70,25 @@ stop() {
     done
     PID[$1]=""
 }
-# settled MEMBERS: waits until instance 1 logs a settled view with exactly MEMBERS ("1" or
-# "1, 2, 3") after its last start, and its share is led.
+# last_settled I: the member list of instance I's last "settled with members" line.
+last_settled() {
+    grep 'settled with members' "${LOG[$1]}" | tail -n 1 | sed 's/.*members \[\(.*\)\];.*/\1/'
+}
+# settled MEMBERS: waits until every running instance logs a settled view with exactly MEMBERS
+# ("1" or "1, 2, 3") after its last start, and then until the start-up grace its line names
+# has passed (an instance that just started takes its share only then; warm-ups would meet
+# NOT_LEADER_OR_FOLLOWER meanwhile).
 settled() {
-    local deadline=$((SECONDS + 90))
-    until [ "$(grep 'settled with members' "${LOG[1]}" | tail -n 1 | sed 's/.*members \[\(.*\)\];.*/\1/')" = "$1" ]; do
-        [ "$SECONDS" -lt "$deadline" ] || die "the cluster did not settle with [$1] within 90 s"
-        sleep 0.2
+    local deadline=$((SECONDS + 90)) i grace
+    for i in 1 2 3; do
+        [ -n "${PID[$i]:-}" ] || continue
+        until [ "$(last_settled "$i")" = "$1" ]; do
+            [ "$SECONDS" -lt "$deadline" ] || die "instance $i did not settle with [$1] within 90 s"
+            sleep 0.2
+        done
+        grace=$(grep 'settled with members' "${LOG[$i]}" | tail -n 1 |
+            sed -n 's/.* in \([0-9.]*\) s, when its start-up grace ends.*/\1/p')
+        [ -z "$grace" ] || sleep "$grace"
     done
 }
 
@@ -120,7 +132,8 @@ import json, sys, time
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 boot, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-AdminClient({"bootstrap.servers": boot}).create_topics([NewTopic(topic, 12, 1)])[topic].result()
+admin = AdminClient({"bootstrap.servers": boot})  # kept: a collected client fails its futures
+admin.create_topics([NewTopic(topic, 12, 1)])[topic].result()
 p = Producer({"bootstrap.servers": boot})
 acked, failed = 0, 0
 def done(err, _msg):

@@ -459,8 +459,21 @@ impl Shard {
         }
         if !m.settled {
             m.settled = true;
+            // A node that just (re)gained its lock waits out the start-up grace first.
+            let when = match m
+                .take_from
+                .map(|t| t.saturating_duration_since(Instant::now()))
+            {
+                Some(grace) if !grace.is_zero() => {
+                    format!(
+                        "in {:.1} s, when its start-up grace ends",
+                        grace.as_secs_f64()
+                    )
+                }
+                _ => "now".to_string(),
+            };
             log::info!(
-                "cluster {}: settled with members {:?}; node {} leads its share",
+                "cluster {}: settled with members {:?}; node {} leads its share {when}",
                 m.cluster,
                 m.members.iter().map(|x| x.id).collect::<Vec<_>>(),
                 m.self_id
