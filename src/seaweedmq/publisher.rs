@@ -638,6 +638,12 @@ impl Publisher {
         }
         self.in_flight = 0;
         self.send_idx = 0;
+        self.recount_bytes();
+    }
+
+    /// Recounts the bytes held and not yet sent from the waiters (after a reset or a resend
+    /// moved their `sent` marks).
+    fn recount_bytes(&mut self) {
         self.held_bytes = self.waiters.iter().map(|w| w.bytes).sum();
         self.unsent_bytes = self
             .waiters
@@ -729,17 +735,7 @@ impl Publisher {
             .iter()
             .position(|w| w.sent < w.records.len())
             .unwrap_or(self.waiters.len());
-        self.held_bytes = self.waiters.iter().map(|w| w.bytes).sum();
-        self.unsent_bytes = self
-            .waiters
-            .iter()
-            .map(|w| {
-                w.records[w.sent..]
-                    .iter()
-                    .map(Record::size_bytes)
-                    .sum::<usize>()
-            })
-            .sum();
+        self.recount_bytes();
     }
 
     /// Answers with `error` every caller none of whose records went out, and keeps the others
