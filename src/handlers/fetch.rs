@@ -55,7 +55,9 @@ pub async fn fetch(shard: &Rc<Shard>, req: FetchRequest, version: i16) -> FetchR
         t.topic_id = topic.topic_id;
         resp.responses.push(t);
         for p in &topic.partitions {
-            let max_bytes = p.partition_max_bytes.max(0) as usize;
+            // No partition's read may exceed the whole answer's limit either: on SeaweedMQ a
+            // read is one batch, which the answer could only take whole (KIP-74's first batch).
+            let max_bytes = p.partition_max_bytes.min(req.max_bytes).max(0) as usize;
             let key = (ti, p.partition, p.fetch_offset, max_bytes);
             wanted.push((key, target(meta.as_ref(), p.partition, by_id)));
         }
@@ -124,6 +126,22 @@ async fn read_until_enough(
     }
 }
 
+/// The longest prefix of `batches` within `budget` bytes (with `at_least_one`, never empty
+/// when there is a batch), and its size.
+fn within(mut batches: Vec<Bytes>, budget: usize, at_least_one: bool) -> (Vec<Bytes>, usize) {
+    let mut bytes = 0;
+    let mut keep = 0;
+    for b in &batches {
+        if bytes + b.len() > budget && !(at_least_one && keep == 0) {
+            break;
+        }
+        bytes += b.len();
+        keep += 1;
+    }
+    batches.truncate(keep);
+    (batches, bytes)
+}
+
 /// The answer of each partition, in request order, within the response's `max_bytes`; the
 /// partitions that failed to read carry the valid range so the client can reset.
 async fn answer_partitions(
@@ -148,11 +166,17 @@ async fn answer_partitions(
                 pd.high_watermark = r.high_watermark;
                 pd.last_stable_offset = r.high_watermark;
                 pd.log_start_offset = r.log_start_offset;
-                // The response's max_bytes: always at least the first non-empty partition
-                // whole (KIP-74), then whole partitions while they fit.
-                if r.bytes > 0 && (budget_used == 0 || budget_used + r.bytes <= max_bytes) {
-                    budget_used += r.bytes;
-                    pd.records = Some(concat(r.batches, r.bytes));
+                // The response's max_bytes: each partition gets the batches that fit in
+                // what is left of it; the first non-empty one at least its first batch, so a
+                // batch larger than the limit still makes progress (KIP-74).
+                let (batches, bytes) = within(
+                    r.batches,
+                    max_bytes.saturating_sub(budget_used),
+                    budget_used == 0,
+                );
+                if bytes > 0 {
+                    budget_used += bytes;
+                    pd.records = Some(concat(batches, bytes));
                 }
             }
             Err(e) => {
@@ -175,4 +199,32 @@ async fn answer_partitions(
         }
     }
     datas
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+    use bytes::Bytes;
+
+    fn batches(sizes: &[usize]) -> Vec<Bytes> {
+        sizes.iter().map(|&n| Bytes::from(vec![0u8; n])).collect()
+    }
+
+    #[test]
+    fn a_partition_gets_the_batches_that_fit_what_is_left() {
+        let (b, n) = within(batches(&[300, 300, 300]), 700, false);
+        assert_eq!((b.len(), n), (2, 600));
+        let (b, n) = within(batches(&[300, 300]), 200, false);
+        assert_eq!((b.len(), n), (0, 0));
+    }
+
+    #[test]
+    fn the_first_partition_gets_its_first_batch_even_when_larger_than_the_limit() {
+        // KIP-74: an oversized first batch is returned whole so the consumer makes progress,
+        // and nothing after it.
+        let (b, n) = within(batches(&[5000, 10]), 1000, true);
+        assert_eq!((b.len(), n), (1, 5000));
+        let (b, n) = within(Vec::new(), 1000, true);
+        assert_eq!((b.len(), n), (0, 0));
+    }
 }

@@ -225,6 +225,28 @@ pub fn from_batch(
         .collect())
 }
 
+/// How many of `records` (at least one, if any) fit in a batch of at most `max_bytes`, by an
+/// upper bound of each record's size in [`to_batch`]'s encoding (every varint counted at its
+/// longest), so that a Fetch answer built from them stays within the client's limit.
+pub fn fitting(records: &[KafkaRecord], max_bytes: usize) -> usize {
+    let len = |b: Option<&Bytes>| b.map_or(0, |b| b.len());
+    let mut used = batch::BATCH_HEADER_BYTES;
+    for (i, r) in records.iter().enumerate() {
+        // length, attributes, timestamp and offset deltas, key, value, header count
+        let mut n = 5 + 1 + 10 + 5 + 5 + len(r.key.as_ref()) + 5 + len(r.value.as_ref()) + 5;
+        n += r
+            .headers
+            .iter()
+            .map(|(k, v)| 5 + k.len() + 5 + len(v.as_ref()))
+            .sum::<usize>();
+        used += n;
+        if used > max_bytes {
+            return i.max(1);
+        }
+    }
+    records.len()
+}
+
 /// An uncompressed magic-2 batch holding `records` at offsets `base_offset..`.
 pub fn to_batch(base_offset: i64, records: &[KafkaRecord]) -> Bytes {
     let base_ts = records.first().map_or(-1, |r| r.timestamp_ms);
@@ -502,6 +524,29 @@ mod tests {
             let back = from_batch(&b, 1 << 20, None, 0).unwrap();
             let decoded: Vec<KafkaRecord> = back.iter().map(|r| decode(&msg(r))).collect();
             prop_assert_eq!(decoded, recs);
+        }
+
+        /// The records `fitting` keeps make a batch within the limit, unless a single record
+        /// is larger than it; and it keeps as many as fit (one more would not).
+        #[test]
+        fn fitting_records_stay_within_the_limit(
+            recs in proptest::collection::vec(kafka_record(), 1..8),
+            max_bytes in 0usize..600,
+        ) {
+            let first = recs[0].timestamp_ms;
+            let recs: Vec<KafkaRecord> = recs
+                .into_iter()
+                .map(|r| KafkaRecord { timestamp_ms: first, producer: None, ..r })
+                .collect();
+            let n = fitting(&recs, max_bytes);
+            prop_assert!(n >= 1 && n <= recs.len());
+            let b = to_batch(0, &recs[..n]);
+            prop_assert!(n == 1 || b.len() <= max_bytes, "{} bytes > {max_bytes}", b.len());
+            if n < recs.len() && n > 1 {
+                // The bound is generous by at most 41 bytes a record plus 10 a header.
+                let slack: usize = recs[..=n].iter().map(|r| 41 + 10 * r.headers.len()).sum();
+                prop_assert!(to_batch(0, &recs[..=n]).len() + slack > max_bytes);
+            }
         }
 
         /// Whatever a foreign writer stored, reading it never panics and never loses its bytes.

@@ -85,8 +85,11 @@ impl Shard {
                     ..ReadResult::default()
                 };
                 if !f.messages.is_empty() {
-                    let recs: Vec<_> = f.messages.iter().map(records::decode).collect();
+                    let mut recs: Vec<_> = f.messages.iter().map(records::decode).collect();
                     hw = hw.max(offset + recs.len() as i64);
+                    // The broker's max_bytes is a hint (it answers in whole log windows): the
+                    // partition's limit is kept here, with at least one record (KIP-74).
+                    recs.truncate(records::fitting(&recs, max_bytes as usize));
                     let batch = records::to_batch(offset, &recs);
                     out.high_watermark = hw;
                     out.bytes = batch.len();

@@ -1,13 +1,22 @@
 #!/usr/bin/env python3
-"""confluent-kafka: create-topic, roundtrip-<codec> (none/gzip/snappy/lz4/zstd), admin.
+"""confluent-kafka: create-topic, roundtrip-<codec> (none/gzip/snappy/lz4/zstd), admin,
+fetch-limits.
 
 Per codec: a fresh 3-partition topic; a Producer with compression.type=<codec> produces
 1,000 keyed records with headers (a repeated header key) and explicit timestamps; a
 Consumer with assign() (group.id set but never used to commit) reads every partition from
 OFFSET_BEGINNING and compares record by record.
+
+fetch-limits: 96 records of 200 kB over 4 partitions (about 19 MB, one record per batch), read
+by a consumer whose responses may be at most about 1 MB (fetch.max.bytes 1,000,000,
+receive.message.max.bytes 1,000,512) while it allows 8 MB per partition: kelp must keep each
+Fetch answer within fetch.max.bytes (KIP-74), or librdkafka refuses the response ("Invalid
+response size") and never gets past it. Then by a consumer allowing 100 kB per partition,
+less than one record: every answer must still carry a record, or it never gets past the first.
 """
 
 import os
+import sys
 
 import confluent_kafka
 from confluent_kafka import KafkaException
@@ -104,7 +113,41 @@ def body(r):
 
     r.run("admin", admin_checks)
 
+    r.run("fetch-limits", lambda: fetch_limits(bootstrap, prefix, admin))
+
+
+def fetch_limits(bootstrap, prefix, admin):
+    topic = f"{prefix}-ck-fetch-limits"
+    create_topics(admin, [topic], 4)
+    recs = make_records(96, "ck-big", seed=2000)
+    for rec in recs:
+        rec.value = (rec.value or b"") + bytes([rec.i % 251]) * 200_000
+    # One record per batch: batches stay far below the limit, so a broker that honours
+    # it never needs KIP-74's oversized-first-batch exception.
+    produce(bootstrap, topic, recs, partition_of=lambda rec: rec.i % 4,
+            extra_conf={"linger.ms": 0, "batch.num.messages": 1})
+    conf = {"fetch.max.bytes": 1_000_000, "receive.message.max.bytes": 1_000_512,
+            "max.partition.fetch.bytes": 8 << 20, "fetch.wait.max.ms": 100}
+    summary = verify_topic(bootstrap, topic, recs, 4, group_id=f"{prefix}-ck-unused-big",
+                           consumer_conf=conf)
+    # Records larger than the partition limit: each answer still carries one (KIP-74), so the
+    # consumer makes progress.
+    verify_topic(bootstrap, topic, recs, 4, group_id=f"{prefix}-ck-unused-big2",
+                 consumer_conf={"max.partition.fetch.bytes": 100_000, "fetch.wait.max.ms": 100})
+    total = sum(len(rec.value) for rec in recs)
+    return (f"96 records, {total / 1e6:.1f} MB, read back whole through Fetch answers of at "
+            f"most 1 MB, and with a partition limit of 100 kB, below a record ({summary})")
+
+
+def fetch_limits_only(r):
+    bootstrap = env("KELP_BOOTSTRAP")
+    r.run("fetch-limits", lambda: fetch_limits(bootstrap, env("KELP_TOPIC_PREFIX"),
+                                               admin_client(bootstrap)))
+
 
 if __name__ == "__main__":
+    # `confluent_roundtrip.py fetch-limits`: that scenario alone (the SeaweedMQ suite runs it).
+    if sys.argv[1:] == ["fetch-limits"]:
+        main_wrapper(Reporter(CLIENT, ["fetch-limits"]), fetch_limits_only)
     main_wrapper(Reporter(CLIENT, ["create-topic"] + [f"roundtrip-{c}" for c in CODECS]
-                          + ["admin"]), body)
+                          + ["admin", "fetch-limits"]), body)

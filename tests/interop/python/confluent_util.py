@@ -148,7 +148,7 @@ def flush(producer, topic, n, records, errlog=None):
             raise Fail(f"{why}; {acked}/{n} acked{errlog.summary() if errlog else ''}")
 
 
-def consume_partitions(bootstrap, topic, counts, group_id):
+def consume_partitions(bootstrap, topic, counts, group_id, extra_conf=None):
     """Assign every partition from OFFSET_BEGINNING (no subscribe, no commit) and read until
     each partition has hit EOF with at least counts[p] records.
     Returns {p: [(offset, key, value, headers, ts_type, ts)]}."""
@@ -162,6 +162,7 @@ def consume_partitions(bootstrap, topic, counts, group_id):
         "enable.partition.eof": True,
         "error_cb": errlog,
     })
+    conf.update(extra_conf or {})
     c = Consumer(conf)
     try:
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in counts])
@@ -200,7 +201,7 @@ def consume_partitions(bootstrap, topic, counts, group_id):
 
 
 def verify_topic(bootstrap, topic, expected, partitions, group_id, check_ts=True,
-                 order_group=lambda rec: None, extra_check=None):
+                 order_group=lambda rec: None, extra_check=None, consumer_conf=None):
     """Delivery offsets dense; read back each partition; extra_check(got) if given; compare
     record by record; high watermark == count. Returns a short summary."""
     by_p = check_delivery(expected, topic, order_group)
@@ -209,7 +210,7 @@ def verify_topic(bootstrap, topic, expected, partitions, group_id, check_ts=True
     if unknown:
         raise Fail(f"{topic}: delivery reports name partitions {sorted(unknown)} "
                    f"outside 0..{partitions - 1}")
-    got, c = consume_partitions(bootstrap, topic, counts, group_id)
+    got, c = consume_partitions(bootstrap, topic, counts, group_id, consumer_conf)
     try:
         if extra_check is not None:
             extra_check(got)
