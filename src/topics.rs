@@ -296,6 +296,8 @@ pub struct TopicSettings {
     pub retention_ms: i64,
     pub max_message_bytes: usize,
     pub log_append_time: bool,
+    /// `cleanup.policy` includes `compact`: every record needs a key.
+    pub compacted: bool,
 }
 
 impl TopicSettings {
@@ -312,6 +314,8 @@ impl TopicSettings {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1_048_588),
             log_append_time: get(TIMESTAMP_TYPE) == Some("LogAppendTime"),
+            compacted: get("cleanup.policy")
+                .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact")),
         }
     }
 }

@@ -5,7 +5,9 @@ use super::str_bytes;
 use crate::error::ErrorCode;
 use crate::partition::ProduceOutcome;
 use crate::shard::{PartitionOp, PartitionReply, Shard};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
 };
@@ -19,6 +21,17 @@ fn partition_response(index: i32, o: &ProduceOutcome) -> PartitionProduceRespons
     p.log_append_time_ms = o.log_append_time_ms;
     p.log_start_offset = o.log_start_offset;
     p.error_message = o.message.as_deref().map(str_bytes);
+    // Produce v8+ (KIP-467); the encoder leaves them out of older versions.
+    p.record_errors = o
+        .record_errors
+        .iter()
+        .map(|&i| {
+            let mut e = BatchIndexAndErrorMessage::default();
+            e.batch_index = i;
+            e.batch_index_error_message = o.message.as_deref().map(str_bytes);
+            e
+        })
+        .collect();
     p
 }
 

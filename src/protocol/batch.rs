@@ -500,14 +500,26 @@ pub mod tests_support {
     /// Builds an uncompressed v2 batch by hand (valid CRC, one header per record) so the tests
     /// do not depend on another encoder.
     pub fn build_batch(records: &[(&[u8], &[u8])], base_ts: i64) -> Vec<u8> {
+        let keyed: Vec<(Option<&[u8]>, &[u8])> =
+            records.iter().map(|&(k, v)| (Some(k), v)).collect();
+        build_batch_keys(&keyed, base_ts)
+    }
+
+    /// As [`build_batch`], with null keys where a record's key is `None`.
+    pub fn build_batch_keys(records: &[(Option<&[u8]>, &[u8])], base_ts: i64) -> Vec<u8> {
         let varint = put_varint;
         let mut body = Vec::new();
         for (i, (k, v)) in records.iter().enumerate() {
             let mut r = vec![0u8];
             varint(&mut r, i as i64); // timestamp delta
             varint(&mut r, i as i64); // offset delta
-            varint(&mut r, k.len() as i64);
-            r.extend_from_slice(k);
+            match k {
+                Some(k) => {
+                    varint(&mut r, k.len() as i64);
+                    r.extend_from_slice(k);
+                }
+                None => varint(&mut r, -1),
+            }
             varint(&mut r, v.len() as i64);
             r.extend_from_slice(v);
             varint(&mut r, 1);

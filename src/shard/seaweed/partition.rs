@@ -72,6 +72,7 @@ impl PendingProduce {
                 ProduceOutcome {
                     error: ErrorCode::None,
                     message: None,
+                    record_errors: Vec::new(),
                     base_offset: offsets[0],
                     log_append_time_ms: self.log_append_time.unwrap_or(-1),
                     log_start_offset: -1,
@@ -397,6 +398,7 @@ impl SeaweedPartition {
         ProduceOutcome {
             error: ErrorCode::None,
             message: None,
+            record_errors: Vec::new(),
             base_offset: first_base.unwrap_or(-1),
             log_append_time_ms: append_time,
             log_start_offset: self.cache.log_start_offset(),
@@ -431,6 +433,7 @@ mod tests {
             retention_ms: -1,
             max_message_bytes: 1 << 20,
             log_append_time: false,
+            compacted: false,
         };
         let mut p = SeaweedPartition::new(Uuid::nil(), settings, 1 << 20, Role::Serving, 0);
         let stamp = ProducerStamp {
@@ -461,6 +464,7 @@ mod tests {
             retention_ms: -1,
             max_message_bytes: 1 << 20,
             log_append_time: false,
+            compacted: false,
         };
         let torn = Torn {
             stamp: ProducerStamp {
