@@ -30,7 +30,15 @@ impl Shard {
         let (result, changed) = {
             let mut r = registry.borrow_mut();
             let before = r.snapshot().version;
+            let created = match (&self.backend, &op) {
+                (Backend::Seaweed(_), RegistryOp::Create { name, .. }) => Some(name.clone()),
+                _ => None,
+            };
             let result = self.apply_to_table(&mut r, op);
+            if let Some(name) = created {
+                // In the table now (or refused by it): refreshes may adopt it again.
+                self.sw().creating.borrow_mut().remove(&name);
+            }
             let snap = r.snapshot();
             let changed = (snap.version != before).then_some(snap);
             (result, changed)

@@ -62,6 +62,10 @@ pub(crate) struct SeaweedShard {
     pub offsets_attached: RefCell<HashSet<i32>>,
     /// Counts partition terms (see `SeaweedPartition::incarnation`).
     incarnations: Cell<u64>,
+    /// Topics a CreateTopics is making in SeaweedMQ right now (shard 0): until the registry
+    /// has them, the topic refresh and lookups must not adopt them (the create would then
+    /// find its own topic and answer TOPIC_ALREADY_EXISTS, without its configs).
+    pub(super) creating: RefCell<std::collections::HashSet<String>>,
 }
 
 impl SeaweedShard {
@@ -72,6 +76,7 @@ impl SeaweedShard {
             offsets: RefCell::default(),
             offsets_attached: RefCell::default(),
             incarnations: Cell::new(0),
+            creating: RefCell::default(),
         }
     }
 

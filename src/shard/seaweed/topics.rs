@@ -24,6 +24,14 @@ fn too_many_partitions() -> RegistryError {
     }
 }
 
+/// Whether `seaweed_adopt` checks for a create's own existence check (which must see the
+/// topic) or for a refresh or lookup (which must leave a topic being created to its create).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ForCreate {
+    Yes,
+    No,
+}
+
 impl Shard {
     /// The registry's SeaweedMQ step, before the table changes (shard 0): a topic is created
     /// in SeaweedMQ first, so that only what it accepted enters the table; deleting topics and
@@ -49,7 +57,13 @@ impl Shard {
                     if *validate_only {
                         return Err(too_many_partitions());
                     }
-                    self.seaweed_create(name, *partitions).await?;
+                    // Marked until the registry applies the create (`Shard::registry_apply`
+                    // clears it right after, with no await between).
+                    self.sw().creating.borrow_mut().insert(name.clone());
+                    if let Err(e) = self.seaweed_create(name, *partitions).await {
+                        self.sw().creating.borrow_mut().remove(name);
+                        return Err(e);
+                    }
                 }
                 Ok(None)
             }
@@ -61,7 +75,7 @@ impl Shard {
                 code: ErrorCode::InvalidPartitions,
                 message: "SeaweedMQ re-divides its partition ring when a topic's partition count changes, which would move existing records between Kafka partitions; kelp does not add partitions on the seaweedmq backend".into(),
             }),
-            RegistryOp::Lookup { name } => match self.seaweed_adopt(name).await {
+            RegistryOp::Lookup { name } => match self.seaweed_adopt(name, ForCreate::No).await {
                 Ok(Some(meta)) => Ok(Some(meta)),
                 Ok(None) => Err(RegistryError {
                     code: ErrorCode::UnknownTopicOrPartition,
@@ -80,12 +94,17 @@ impl Shard {
     pub(crate) async fn seaweed_adopt(
         self: &Rc<Self>,
         name: &str,
+        for_create: ForCreate,
     ) -> SeaweedResult<Option<Arc<TopicMeta>>> {
         let handle = self.sw().handle.clone();
         if !self.foreign(handle.topic_exists(name)).await? {
             return Ok(None);
         }
         let config = self.foreign(handle.topic_config(name)).await?;
+        if for_create == ForCreate::No && self.sw().creating.borrow().contains(name) {
+            // Being created here: the create enters it, with its configs.
+            return Ok(None);
+        }
         let meta = {
             let registry = self.registry.as_ref().expect("shard 0");
             let mut r = registry.borrow_mut();
@@ -115,7 +134,11 @@ impl Shard {
         if partitions > limits::SEAWEEDMQ_PARTITIONS_MAX {
             return Err(too_many_partitions());
         }
-        if let Some(meta) = self.seaweed_adopt(name).await.map_err(fail)? {
+        if let Some(meta) = self
+            .seaweed_adopt(name, ForCreate::Yes)
+            .await
+            .map_err(fail)?
+        {
             return Err(RegistryError {
                 code: ErrorCode::TopicAlreadyExists,
                 message: format!(
@@ -181,7 +204,7 @@ impl Shard {
                 loaded += 1;
                 continue;
             }
-            match self.seaweed_adopt(name).await {
+            match self.seaweed_adopt(name, ForCreate::No).await {
                 Ok(Some(_)) => loaded += 1,
                 Ok(None) => {}
                 Err(e) => {
