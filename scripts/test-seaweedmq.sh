@@ -9,7 +9,8 @@
 #      program reads every record back from SeaweedMQ through B, finds the group's commits,
 #      and a new member resumes exactly at them (kelp_acceptance.py verify);
 #   4. 96 records of 200 kB read back through Fetch answers of at most 1 MB, and with a partition
-#      limit below a record (tests/interop/python/confluent_roundtrip.py fetch-limits);
+#      limit below a record, and a compacted topic refusing key-less records
+#      (tests/interop/python/confluent_roundtrip.py fetch-limits compacted-keys);
 #   5. SeaweedFS's own gateway (`weed mq.kafka.gateway`) starts on the same stack: records
 #      produced through kelp are read through it and the other way round (gateway_interop.py).
 # Kelp is restarted by rolling rather than stop-then-start because SeaweedFS (4.44 to 4.53)
@@ -102,9 +103,9 @@ grep -m1 'left; the others take' "$RUN_DIR/kelp-A.log" || die "kelp A did not le
 banner "seaweedmq: read everything back through kelp B; the group resumes at its commits"
 run_phase verify "$PORT_B" || true
 
-banner "seaweedmq: 19 MB of 200 kB records read through 1 MB Fetch answers (confluent_roundtrip.py fetch-limits)"
+banner "seaweedmq: 19 MB of 200 kB records read through 1 MB Fetch answers; a compacted topic refuses key-less records (confluent_roundtrip.py)"
 KELP_BOOTSTRAP=127.0.0.1:$PORT_B KELP_TOPIC_PREFIX=$PREFIX PYTHONPATH=tests/interop/python \
-    timeout 600 "$VENV/bin/python" tests/interop/python/confluent_roundtrip.py fetch-limits \
+    timeout 600 "$VENV/bin/python" tests/interop/python/confluent_roundtrip.py fetch-limits compacted-keys \
     2>"$RUN_DIR/fetch-limits.log" | tee -a "$RESULTS" || true
 
 banner "seaweedmq: SeaweedFS's own Kafka gateway on the same stack, both ways (gateway_interop.py)"
@@ -130,7 +131,7 @@ passed=$(grep -c '^RESULT|.*|pass|' "$RESULTS" || true)
 failed=$(grep -c '^RESULT|.*|fail|' "$RESULTS" || true)
 others=$(grep -c '^RESULT' "$RESULTS" || true)
 echo "seaweedmq: $passed passed, $failed failed ($others scenarios); logs in $RUN_DIR"
-if [ "$failed" -gt 0 ] || [ "$passed" -ne 17 ]; then
+if [ "$failed" -gt 0 ] || [ "$passed" -ne 18 ]; then
     for f in "$RUN_DIR"/*.log; do
         echo "--- $f (tail)"
         tail -n 20 "$f"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """confluent-kafka: create-topic, roundtrip-<codec> (none/gzip/snappy/lz4/zstd), admin,
-fetch-limits.
+fetch-limits, compacted-keys.
 
 Per codec: a fresh 3-partition topic; a Producer with compression.type=<codec> produces
 1,000 keyed records with headers (a repeated header key) and explicit timestamps; a
@@ -114,6 +114,7 @@ def body(r):
     r.run("admin", admin_checks)
 
     r.run("fetch-limits", lambda: fetch_limits(bootstrap, prefix, admin))
+    r.run("compacted-keys", lambda: compacted_keys(bootstrap, prefix, admin))
 
 
 def fetch_limits(bootstrap, prefix, admin):
@@ -139,15 +140,73 @@ def fetch_limits(bootstrap, prefix, admin):
             f"most 1 MB, and with a partition limit of 100 kB, below a record ({summary})")
 
 
-def fetch_limits_only(r):
-    bootstrap = env("KELP_BOOTSTRAP")
-    r.run("fetch-limits", lambda: fetch_limits(bootstrap, env("KELP_TOPIC_PREFIX"),
-                                               admin_client(bootstrap)))
+def compacted_keys(bootstrap, prefix, admin):
+    """A compacted topic refuses records without a key: sent one per batch, exactly the 10
+    key-less ones of 100 fail with INVALID_RECORD; sent as one batch, the whole batch fails (as
+    on Kafka); the topic then holds the 90."""
+    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka.admin import NewTopic
+
+    topic = f"{prefix}-ck-compacted"
+    fut = admin.create_topics([NewTopic(topic, 1, 1, config={"cleanup.policy": "compact"})])
+    fut[topic].result(30)
+    keyless = {i for i in range(100) if i % 10 == 3}
+
+    def send(conf):
+        p = Producer({"bootstrap.servers": bootstrap, "acks": "all", **conf})
+        outcome = {}
+        for i in range(100):
+            def cb(err, _msg, i=i):
+                outcome[i] = err
+            key = None if i in keyless else f"k{i}".encode()
+            p.produce(topic, value=f"v{i}".encode(), key=key, on_delivery=cb)
+        p.flush(60)
+        return outcome
+
+    one_each = send({"linger.ms": 0, "batch.num.messages": 1, "max.in.flight": 1})
+    failed = {i for i, e in one_each.items() if e is not None}
+    codes = {e.code() for e in one_each.values() if e is not None}
+    if len(one_each) != 100 or failed != keyless or codes != {KafkaError.INVALID_RECORD}:
+        raise Fail(f"one record per batch: failed {sorted(failed)} with {codes}, expected "
+                   f"{sorted(keyless)} with INVALID_RECORD ({len(one_each)} reports)")
+    # As one batch all 100 fail; librdkafka reads the answer's record errors (KIP-467): the
+    # named records get INVALID_RECORD, the others "an invalid record in the same batch".
+    batched = send({"linger.ms": 2000, "batch.num.messages": 1000})
+    other = getattr(KafkaError, "_INVALID_DIFFERENT_RECORD", -138)
+    wrong = {i: (e.code() if e else None) for i, e in batched.items()
+             if (e.code() if e else None) != (KafkaError.INVALID_RECORD if i in keyless else other)}
+    if len(batched) != 100 or wrong:
+        raise Fail(f"one batch: {len(wrong)} records with an unexpected outcome, e.g. "
+                   f"{sorted(wrong.items())[:5]} ({len(batched)} reports)")
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-ck-compacted-wm"})
+    try:
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=30, cached=False)
+    finally:
+        c.close()
+    if (lo, hi) != (0, 90):
+        raise Fail(f"watermarks ({lo}, {hi}), expected (0, 90): only the keyed records stored")
+    return ("one per batch: exactly the 10 key-less records of 100 failed with INVALID_RECORD; "
+            "as one batch: all 100 failed, the 10 named by the answer's record errors "
+            "(INVALID_RECORD, the rest _INVALID_DIFFERENT_RECORD); the topic holds the 90")
+
+
+ALONE = {"fetch-limits": fetch_limits, "compacted-keys": compacted_keys}
+
+
+def some(names):
+    def body_some(r):
+        bootstrap = env("KELP_BOOTSTRAP")
+        admin = admin_client(bootstrap)
+        for name in names:
+            r.run(name, lambda f=ALONE[name]: f(bootstrap, env("KELP_TOPIC_PREFIX"), admin))
+    return body_some
 
 
 if __name__ == "__main__":
-    # `confluent_roundtrip.py fetch-limits`: that scenario alone (the SeaweedMQ suite runs it).
-    if sys.argv[1:] == ["fetch-limits"]:
-        main_wrapper(Reporter(CLIENT, ["fetch-limits"]), fetch_limits_only)
+    # `confluent_roundtrip.py fetch-limits compacted-keys`: those scenarios alone (the SeaweedMQ
+    # suite runs them).
+    if sys.argv[1:] and set(sys.argv[1:]) <= set(ALONE):
+        main_wrapper(Reporter(CLIENT, sys.argv[1:]), some(sys.argv[1:]))
     main_wrapper(Reporter(CLIENT, ["create-topic"] + [f"roundtrip-{c}" for c in CODECS]
-                          + ["admin", "fetch-limits"]), body)
+                          + ["admin", "fetch-limits", "compacted-keys"]), body)
