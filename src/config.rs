@@ -79,8 +79,12 @@ pub mod limits {
     /// How long a leaving member waits for its shards to let go of everything before it
     /// deletes its entry and releases its lock anyway.
     pub const CLUSTER_LEAVE_WAIT_MS: u64 = 3_000;
-    /// How often each shard applies time-based retention to the partitions it owns.
+    /// How often each shard applies time-based retention, and a compaction pass, to the
+    /// partitions it owns.
     pub const RETENTION_SWEEP_MS: u64 = 5_000;
+    /// Batches a compaction pass reads to index keys, and again to clean, per partition: the
+    /// bound on the work one pass does on the owning shard (memory backend).
+    pub const COMPACTION_BATCHES_PER_PASS: usize = 256;
     /// Largest HTTP request head the `/metrics` endpoint reads; a longer one gets 400.
     pub const METRICS_REQUEST_BYTES_MAX: usize = 8 * 1024;
     /// Time one `/metrics` client gets to send its request and take the answer.

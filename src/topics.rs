@@ -296,13 +296,25 @@ pub struct TopicSettings {
     pub retention_ms: i64,
     pub max_message_bytes: usize,
     pub log_append_time: bool,
-    /// `cleanup.policy` includes `compact`: every record needs a key.
+    /// `cleanup.policy` includes `compact`: every record needs a key, and older records of a
+    /// key are removed (memory backend).
     pub compacted: bool,
+    /// `cleanup.policy` includes `delete`: retention.ms and retention.bytes apply.
+    pub delete: bool,
+    /// delete.retention.ms: how long a tombstone stays once it is the latest of its key.
+    pub delete_retention_ms: i64,
+    /// min.compaction.lag.ms: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
 }
 
 impl TopicSettings {
     pub fn resolve(meta: &TopicMeta, default_retention_bytes: i64) -> Self {
         let get = |k: &str| meta.configs.get(k).map(String::as_str);
+        let policy: Vec<&str> = get("cleanup.policy")
+            .unwrap_or("delete")
+            .split(',')
+            .map(str::trim)
+            .collect();
         TopicSettings {
             retention_bytes: get(RETENTION_BYTES)
                 .and_then(|v| v.parse().ok())
@@ -314,8 +326,14 @@ impl TopicSettings {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1_048_588),
             log_append_time: get(TIMESTAMP_TYPE) == Some("LogAppendTime"),
-            compacted: get("cleanup.policy")
-                .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact")),
+            compacted: policy.contains(&"compact"),
+            delete: policy.contains(&"delete"),
+            delete_retention_ms: get("delete.retention.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(86_400_000),
+            min_compaction_lag_ms: get("min.compaction.lag.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::config::limits;
 use crate::error::ErrorCode;
 use crate::protocol::batch::{self, BatchInfo};
 use crate::storage::memory::MemoryLog;
-use crate::storage::{AppendBatch, LogConfig};
+use crate::storage::{AppendBatch, CompactionConfig, LogConfig};
 use crate::topics::TopicSettings;
 use crate::util::Notify;
 use bytes::Bytes;
@@ -205,6 +205,11 @@ fn log_config(s: &TopicSettings) -> LogConfig {
     LogConfig {
         retention_bytes: s.retention_bytes,
         retention_ms: s.retention_ms,
+        delete: s.delete,
+        compaction: s.compacted.then_some(CompactionConfig {
+            delete_retention_ms: s.delete_retention_ms,
+            min_lag_ms: s.min_compaction_lag_ms,
+        }),
     }
 }
 
@@ -220,6 +225,9 @@ mod tests {
             max_message_bytes: 1 << 20,
             log_append_time: false,
             compacted: false,
+            delete: true,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
         }
     }
 

@@ -53,8 +53,12 @@ impl MemoryPartitions {
     /// Applies time- and size-based retention to every partition.
     fn sweep_retention(&self) {
         let now = now_ms();
-        for p in self.partitions.borrow_mut().values_mut() {
+        for (tp, p) in self.partitions.borrow_mut().iter_mut() {
             p.log.enforce_retention(now);
+            let c = p.log.compact(now);
+            if c.records_removed + c.batches_rewritten + c.batches_dropped > 0 {
+                log::debug!("{}[{}]: compacted: {c:?}", tp.topic, tp.partition);
+            }
         }
     }
 }

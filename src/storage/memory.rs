@@ -11,6 +11,9 @@ use crate::protocol::batch;
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+mod compaction;
+pub use compaction::Compacted;
+
 struct StoredBatch {
     base_offset: i64,
     last_offset: i64,
@@ -29,6 +32,8 @@ pub struct MemoryLog {
     /// Sum of stored batch sizes, for retention.bytes.
     bytes: usize,
     config: LogConfig,
+    /// Compaction's key index (compacted topics).
+    keys: compaction::KeyIndex,
 }
 
 impl MemoryLog {
@@ -39,6 +44,7 @@ impl MemoryLog {
             next_offset: 0,
             bytes: 0,
             config,
+            keys: Default::default(),
         }
     }
 
@@ -212,6 +218,9 @@ impl MemoryLog {
 
     pub fn enforce_retention(&mut self, now_ms: i64) -> usize {
         let mut dropped = 0;
+        if !self.config.delete {
+            return 0; // compact only: kept by key, not by age or size
+        }
         // The newest batch always stays, like Kafka's active segment.
         while self.batches.len() > 1 {
             let front = self.batches.front().expect("non-empty");

@@ -18,6 +18,21 @@ pub struct LogConfig {
     pub retention_bytes: i64,
     /// retention.ms: -1 keeps everything.
     pub retention_ms: i64,
+    /// cleanup.policy includes `delete`: the two retentions apply (a compact-only topic keeps
+    /// every key's latest record whatever its age or size, as on Kafka).
+    pub delete: bool,
+    /// cleanup.policy includes `compact`.
+    pub compaction: Option<CompactionConfig>,
+}
+
+/// How a compacted log is cleaned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionConfig {
+    /// delete.retention.ms: a tombstone (null value) that is its key's latest record is removed
+    /// this long after it was appended.
+    pub delete_retention_ms: i64,
+    /// min.compaction.lag.ms: batches appended less than this ago are left alone.
+    pub min_lag_ms: i64,
 }
 
 /// A record batch ready to be appended: validated, with its record count.
@@ -83,6 +98,8 @@ pub(crate) mod tests {
         vec![memory::MemoryLog::new(LogConfig {
             retention_bytes: -1,
             retention_ms: -1,
+            delete: true,
+            compaction: None,
         })]
     }
 
@@ -158,6 +175,8 @@ pub(crate) mod tests {
             log.set_config(LogConfig {
                 retention_bytes: (one * 3) as i64,
                 retention_ms: -1,
+                delete: true,
+                compaction: None,
             });
             log.enforce_retention(0);
             assert_eq!(log.log_start_offset(), 14);

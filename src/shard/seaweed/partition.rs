@@ -434,6 +434,9 @@ mod tests {
             max_message_bytes: 1 << 20,
             log_append_time: false,
             compacted: false,
+            delete: true,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
         };
         let mut p = SeaweedPartition::new(Uuid::nil(), settings, 1 << 20, Role::Serving, 0);
         let stamp = ProducerStamp {
@@ -465,6 +468,9 @@ mod tests {
             max_message_bytes: 1 << 20,
             log_append_time: false,
             compacted: false,
+            delete: true,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
         };
         let torn = Torn {
             stamp: ProducerStamp {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """confluent-kafka: create-topic, roundtrip-<codec> (none/gzip/snappy/lz4/zstd), admin,
-fetch-limits, compacted-keys.
+fetch-limits, compacted-keys, compaction.
 
 Per codec: a fresh 3-partition topic; a Producer with compression.type=<codec> produces
 1,000 keyed records with headers (a repeated header key) and explicit timestamps; a
@@ -17,6 +17,7 @@ less than one record: every answer must still carry a record, or it never gets p
 
 import os
 import sys
+import time
 
 import confluent_kafka
 from confluent_kafka import KafkaException
@@ -115,6 +116,7 @@ def body(r):
 
     r.run("fetch-limits", lambda: fetch_limits(bootstrap, prefix, admin))
     r.run("compacted-keys", lambda: compacted_keys(bootstrap, prefix, admin))
+    r.run("compaction", lambda: compaction(bootstrap, prefix, admin))
 
 
 def fetch_limits(bootstrap, prefix, admin):
@@ -191,6 +193,74 @@ def compacted_keys(bootstrap, prefix, admin):
             "(INVALID_RECORD, the rest _INVALID_DIFFERENT_RECORD); the topic holds the 90")
 
 
+def compaction(bootstrap, prefix, admin):
+    """Memory backend: 1,000 records over 50 keys and tombstones for 5 of them, on a compacted
+    topic (delete.retention.ms 2 s); a consumer reading from offset 0 comes to see exactly the
+    latest value of each live key, at the offset its produce was acknowledged with, in offset
+    order, and no tombstone (kelp compacts on the owning shard every few seconds)."""
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+    from confluent_kafka.admin import NewTopic
+
+    topic = f"{prefix}-ck-compaction"
+    config = {"cleanup.policy": "compact", "delete.retention.ms": "2000",
+              "min.compaction.lag.ms": "0"}
+    admin.create_topics([NewTopic(topic, 1, 1, config=config)])[topic].result(30)
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+                  "batch.num.messages": 40})
+    acked = {}
+
+    def cb(err, msg):
+        if err is not None:
+            raise Fail(f"produce: {err}")
+        acked[msg.offset()] = (msg.key(), msg.value())
+
+    for i in range(1000):
+        p.produce(topic, key=f"key-{i % 50}".encode(), value=f"value-{i}".encode(),
+                  on_delivery=cb)
+        p.poll(0)
+    p.flush(60)
+    for k in range(5):
+        p.produce(topic, key=f"key-{k}".encode(), value=None, on_delivery=cb)
+    p.flush(60)
+    # The newest batch is never compacted (Kafka's active segment): one more, on its own.
+    p.produce(topic, key=b"last", value=b"last", on_delivery=cb)
+    p.flush(60)
+    latest = {}
+    for off in sorted(acked):
+        latest[acked[off][0]] = (off, acked[off][1])
+    want = sorted((off, k, v) for k, (off, v) in latest.items() if v is not None)
+
+    def read_from_zero():
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}-ck-compaction-r",
+                      "enable.auto.commit": False, "enable.partition.eof": True})
+        got = []
+        try:
+            c.assign([TopicPartition(topic, 0, 0)])
+            while True:
+                m = c.poll(10)
+                if m is None:
+                    raise Fail("no EOF within 10 s")
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        return got
+                    raise Fail(f"consume: {m.error()}")
+                got.append((m.offset(), m.key(), m.value()))
+        finally:
+            c.close()
+
+    deadline = time.monotonic() + 90
+    while True:
+        got = read_from_zero()
+        if got == want:
+            break
+        if time.monotonic() > deadline:
+            raise Fail(f"after 90 s a reader from offset 0 sees {len(got)} records "
+                       f"(first {got[:3]}), expected the {len(want)} latest of each live key")
+        time.sleep(1)
+    return (f"{len(acked)} records over 51 keys and 5 tombstones compacted to the {len(want)} "
+            f"latest, read from offset 0 at their own offsets, in order")
+
+
 ALONE = {"fetch-limits": fetch_limits, "compacted-keys": compacted_keys}
 
 
@@ -209,4 +279,4 @@ if __name__ == "__main__":
     if sys.argv[1:] and set(sys.argv[1:]) <= set(ALONE):
         main_wrapper(Reporter(CLIENT, sys.argv[1:]), some(sys.argv[1:]))
     main_wrapper(Reporter(CLIENT, ["create-topic"] + [f"roundtrip-{c}" for c in CODECS]
-                          + ["admin", "fetch-limits", "compacted-keys"]), body)
+                          + ["admin", "fetch-limits", "compacted-keys", "compaction"]), body)

@@ -11,7 +11,7 @@ PROG_TIMEOUT=${KELP_INTEROP_PROGRAM_TIMEOUT:-200}
 : "${KELP_TOPIC_PREFIX:?KELP_TOPIC_PREFIX must be set}"
 
 CODECS=(none gzip snappy lz4 zstd)
-CK_ROUNDTRIP=(create-topic "${CODECS[@]/#/roundtrip-}" admin fetch-limits compacted-keys)
+CK_ROUNDTRIP=(create-topic "${CODECS[@]/#/roundtrip-}" admin fetch-limits compacted-keys compaction)
 KP_ROUNDTRIP=(create-topic "${CODECS[@]/#/roundtrip-}" admin)
 CK_GROUPS=(group-split group-leave group-kill group-resume group-static group-two-groups acceptance-groups)
 KP_GROUPS=(group-split group-leave group-resume group-two-groups)
