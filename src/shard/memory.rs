@@ -81,7 +81,7 @@ impl OwnedPartition for Partition {
     }
 }
 
-/// Runs retention every `RETENTION_SWEEP_MS` on the shard's memory partitions.
+/// Runs retention and a compaction pass every `RETENTION_SWEEP_MS` on the shard's memory partitions.
 pub(super) fn start_sweeper(shard: &Rc<Shard>) {
     let shard = shard.clone();
     glommio::spawn_local(async move {
