@@ -18,7 +18,7 @@ KP_GROUPS=(group-split group-leave group-resume group-two-groups)
 
 emit_all() { # status detail -> one line for every scenario of both clients
     local status=$1 detail=$2 s
-    for s in "${CK_ROUNDTRIP[@]}" acceptance-20k idempotent-100k "${CK_GROUPS[@]}"; do
+    for s in "${CK_ROUNDTRIP[@]}" acceptance-20k idempotent-100k "${CK_GROUPS[@]}" group-churn-cooperative; do
         echo "RESULT|confluent-kafka|$s|$status|$detail"
     done
     for s in "${KP_ROUNDTRIP[@]}" "${KP_GROUPS[@]}"; do
@@ -89,4 +89,6 @@ run_prog confluent-kafka confluent_idempotent.py idempotent-100k
 # consumer groups: about 1 min when things work; the limits cap a run whose waits time out
 RUN_TIMEOUT=${KELP_INTEROP_GROUPS_TIMEOUT:-360} run_prog confluent-kafka confluent_groups.py "${CK_GROUPS[@]}"
 RUN_TIMEOUT=${KELP_INTEROP_GROUPS_TIMEOUT:-240} run_prog kafka-python kafka_python_groups.py "${KP_GROUPS[@]}"
+# 8 cooperative members churning their subscriptions for 30 s, then settling: about 40 s
+RUN_TIMEOUT=180 run_prog confluent-kafka confluent_churn.py group-churn-cooperative
 exit $rc
