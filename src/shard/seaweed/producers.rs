@@ -17,21 +17,24 @@ impl Shard {
     /// Whether the partition's idempotence table is rebuilt; starts rebuilding it if nobody
     /// has. A partition this shard does not own counts as rebuilt (its ops fail elsewhere).
     pub(super) fn producers_ready(self: &Rc<Self>, tp: &TopicPartition) -> bool {
-        let mut partitions = self.sw().partitions.borrow_mut();
-        let Some(p) = partitions.get_mut(tp) else {
-            return true;
-        };
-        match p.producers_state {
-            ProducersState::Loaded => true,
-            ProducersState::Loading => false,
-            ProducersState::NotLoaded => {
-                p.producers_state = ProducersState::Loading;
-                let this = self.clone();
-                let tp = tp.clone();
-                glommio::spawn_local(async move { this.load_producers(tp).await }).detach();
-                false
+        {
+            let mut partitions = self.sw().partitions.borrow_mut();
+            let Some(p) = partitions.get_mut(tp) else {
+                return true;
+            };
+            match p.producers_state {
+                ProducersState::Loaded => return true,
+                ProducersState::Loading => return false,
+                ProducersState::NotLoaded => p.producers_state = ProducersState::Loading,
             }
         }
+        // Spawned with the partitions released: glommio may run a new task right away, inside
+        // this call, and the load borrows them at once (a kelp panicked with "RefCell already
+        // borrowed" when a taken partition's range answer was already there).
+        let this = self.clone();
+        let tp = tp.clone();
+        glommio::spawn_local(async move { this.load_producers(tp).await }).detach();
+        false
     }
 
     async fn load_producers(self: Rc<Self>, tp: TopicPartition) {
