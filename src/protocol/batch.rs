@@ -458,21 +458,9 @@ pub fn stamp(batch: &[u8], base_offset: i64, log_append_time_ms: Option<i64>) ->
 /// last offset delta, timestamps, producer), so offsets, and the batch's last offset, stay.
 pub fn rebuild(batch: &[u8], kept: &[RecordView<'_>]) -> Bytes {
     let mut body = Vec::new();
-    let mut rec = Vec::new();
+    let mut scratch = Vec::new();
     for r in kept {
-        rec.clear();
-        rec.push(0); // record attributes (unused)
-        put_varint(&mut rec, r.timestamp_delta);
-        put_varint(&mut rec, r.offset_delta);
-        put_field(&mut rec, r.key);
-        put_field(&mut rec, r.value);
-        put_varint(&mut rec, r.headers.len() as i64);
-        for (k, v) in &r.headers {
-            put_field(&mut rec, Some(k));
-            put_field(&mut rec, *v);
-        }
-        put_varint(&mut body, rec.len() as i64);
-        body.extend_from_slice(&rec);
+        put_record(&mut body, &mut scratch, r);
     }
     let mut b = BytesMut::with_capacity(BATCH_HEADER_BYTES + body.len());
     b.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
@@ -488,7 +476,26 @@ pub fn rebuild(batch: &[u8], kept: &[RecordView<'_>]) -> Bytes {
     b.freeze()
 }
 
-fn put_field(out: &mut Vec<u8>, f: Option<&[u8]>) {
+/// Appends one record, length-prefixed, in the v2 record encoding (`scratch` is reused between
+/// calls to build it).
+pub fn put_record(body: &mut Vec<u8>, scratch: &mut Vec<u8>, r: &RecordView<'_>) {
+    scratch.clear();
+    scratch.push(0); // record attributes (unused)
+    put_varint(scratch, r.timestamp_delta);
+    put_varint(scratch, r.offset_delta);
+    put_field(scratch, r.key);
+    put_field(scratch, r.value);
+    put_varint(scratch, r.headers.len() as i64);
+    for (k, v) in &r.headers {
+        put_field(scratch, Some(k));
+        put_field(scratch, *v);
+    }
+    put_varint(body, scratch.len() as i64);
+    body.extend_from_slice(scratch);
+}
+
+/// A varint-length-prefixed field, -1 for null.
+pub fn put_field(out: &mut Vec<u8>, f: Option<&[u8]>) {
     match f {
         Some(f) => {
             put_varint(out, f.len() as i64);

@@ -122,8 +122,8 @@ pub fn encode(
     }
     put_varint(&mut out, headers.len() as i64);
     for (k, v) in headers {
-        put_opt(&mut out, Some(k));
-        put_opt(&mut out, *v);
+        batch::put_field(&mut out, Some(k));
+        batch::put_field(&mut out, *v);
     }
     out.extend_from_slice(value.unwrap_or_default());
     Record {
@@ -252,21 +252,20 @@ pub fn to_batch(base_offset: i64, records: &[KafkaRecord]) -> Bytes {
     let base_ts = records.first().map_or(-1, |r| r.timestamp_ms);
     let max_ts = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(-1);
     let mut body = Vec::new();
-    let mut rec = Vec::new();
+    let mut scratch = Vec::new();
     for (i, r) in records.iter().enumerate() {
-        rec.clear();
-        rec.push(0); // attributes
-        put_varint(&mut rec, r.timestamp_ms.wrapping_sub(base_ts));
-        put_varint(&mut rec, i as i64);
-        put_opt(&mut rec, r.key.as_deref());
-        put_opt(&mut rec, r.value.as_deref());
-        put_varint(&mut rec, r.headers.len() as i64);
-        for (k, v) in &r.headers {
-            put_opt(&mut rec, Some(k));
-            put_opt(&mut rec, v.as_deref());
-        }
-        put_varint(&mut body, rec.len() as i64);
-        body.extend_from_slice(&rec);
+        let view = batch::RecordView {
+            timestamp_delta: r.timestamp_ms.wrapping_sub(base_ts),
+            offset_delta: i as i64,
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (&k[..], v.as_deref()))
+                .collect(),
+        };
+        batch::put_record(&mut body, &mut scratch, &view);
     }
     let mut b = BytesMut::with_capacity(batch::BATCH_HEADER_BYTES + body.len());
     b.put_i64(base_offset);
@@ -286,16 +285,6 @@ pub fn to_batch(base_offset: i64, records: &[KafkaRecord]) -> Bytes {
     let crc = crc32c::crc32c(&b[batch::OFFSET_ATTRIBUTES..]);
     b[batch::OFFSET_CRC..batch::OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
     b.freeze()
-}
-
-fn put_opt(out: &mut Vec<u8>, b: Option<&[u8]>) {
-    match b {
-        Some(b) => {
-            put_varint(out, b.len() as i64);
-            out.extend_from_slice(b);
-        }
-        None => put_varint(out, -1),
-    }
 }
 
 #[cfg(test)]
