@@ -35,18 +35,22 @@ fn topic_entry(shard: &Shard, meta: &TopicMeta, ops: i32) -> MetadataResponseTop
     t.topic_authorized_operations = ops;
     t.partitions = (0..meta.partitions)
         .map(|i| {
-            let leader = shard.leader_of(&meta.name, i);
+            // With no live owner known (this instance has not joined yet, or lost its
+            // lease), it names itself, as `brokers` does: a request sent here gets the
+            // retriable NOT_LEADER_OR_FOLLOWER until an owner serves, and the client asks
+            // again. Answering LEADER_NOT_AVAILABLE instead left librdkafka's offset queries
+            // failing with "Unknown partition" for minutes after a kelp restart: it kept the
+            // leaderless answer cached.
+            let leader = match shard.leader_of(&meta.name, i) {
+                -1 => shard.config.node_id,
+                id => id,
+            };
             let mut p = MetadataResponsePartition::default();
             p.partition_index = i;
             p.leader_id = BrokerId(leader);
             p.leader_epoch = 0;
-            if leader < 0 {
-                // No live instance (the cluster is between views): clients ask again.
-                p.error_code = ErrorCode::LeaderNotAvailable.code();
-            } else {
-                p.replica_nodes = vec![BrokerId(leader)];
-                p.isr_nodes = vec![BrokerId(leader)];
-            }
+            p.replica_nodes = vec![BrokerId(leader)];
+            p.isr_nodes = vec![BrokerId(leader)];
             p
         })
         .collect();
