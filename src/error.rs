@@ -81,7 +81,9 @@ impl ErrorCode {
                 ErrorCode::UnknownTopicOrPartition
             }
             SeaweedError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-            SeaweedError::Timeout { .. } => ErrorCode::RequestTimedOut,
+            // A read that timed out is storage trouble to the client: librdkafka handed
+            // REQUEST_TIMED_OUT on a Fetch to the application as a consumer error.
+            SeaweedError::Timeout { .. } if produce => ErrorCode::RequestTimedOut,
             SeaweedError::NotLeader { .. } | SeaweedError::Moved { .. } => {
                 ErrorCode::NotLeaderOrFollower
             }
