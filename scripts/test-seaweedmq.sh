@@ -11,7 +11,8 @@
 #   4. 96 records of 200 kB read back through Fetch answers of at most 1 MB, and with a partition
 #      limit below a record, and a compacted topic refusing key-less records
 #      (tests/interop/python/confluent_roundtrip.py fetch-limits compacted-keys);
-#   5. SeaweedFS's own gateway (`weed mq.kafka.gateway`) starts on the same stack: records
+#   5. the application suites of the interop matrix (Kafka Streams, Kafka Connect) through kelp B;
+#   6. SeaweedFS's own gateway (`weed mq.kafka.gateway`) starts on the same stack: records
 #      produced through kelp are read through it and the other way round (gateway_interop.py).
 # Kelp is restarted by rolling rather than stop-then-start because SeaweedFS (4.44 to 4.53)
 # unloads a partition the moment its last publisher leaves and reloads it with its offsets
@@ -108,6 +109,15 @@ KELP_BOOTSTRAP=127.0.0.1:$PORT_B KELP_TOPIC_PREFIX=$PREFIX PYTHONPATH=tests/inte
     timeout 600 "$VENV/bin/python" tests/interop/python/confluent_roundtrip.py fetch-limits compacted-keys \
     2>"$RUN_DIR/fetch-limits.log" | tee -a "$RESULTS" || true
 
+# The application suites of the interop matrix, through kelp B on SeaweedMQ: the same programs
+# and checks as on the memory backend (tests/interop/README.md).
+for suite in streams connect; do
+    banner "seaweedmq: interop suite tests/interop/$suite through kelp on SeaweedMQ"
+    KELP_BOOTSTRAP=127.0.0.1:$PORT_B KELP_TOPIC_PREFIX=$PREFIX-$suite- KELP_KELP_BIN=$KELP_BIN \
+        timeout 900 "tests/interop/$suite/run.sh" 2>"$RUN_DIR/interop-$suite.log" |
+        tee -a "$RESULTS" || true
+done
+
 banner "seaweedmq: SeaweedFS's own Kafka gateway on the same stack, both ways (gateway_interop.py)"
 WEED=${WEED_BIN:-$ROOT/target/weed-bin/weed}
 [ -x "$WEED" ] || WEED=$(command -v weed)
@@ -127,11 +137,13 @@ KELP_BOOTSTRAP=127.0.0.1:$PORT_B GATEWAY_BOOTSTRAP=127.0.0.1:$GW_PORT KELP_TOPIC
     timeout 600 "$VENV/bin/python" tests/seaweedmq/gateway_interop.py 2>"$RUN_DIR/gateway.log" |
     tee -a "$RESULTS" || true
 
+# 18 of the programs above plus one per application suite.
+EXPECTED=20
 passed=$(grep -c '^RESULT|.*|pass|' "$RESULTS" || true)
 failed=$(grep -c '^RESULT|.*|fail|' "$RESULTS" || true)
 others=$(grep -c '^RESULT' "$RESULTS" || true)
 echo "seaweedmq: $passed passed, $failed failed ($others scenarios); logs in $RUN_DIR"
-if [ "$failed" -gt 0 ] || [ "$passed" -ne 18 ]; then
+if [ "$failed" -gt 0 ] || [ "$passed" -ne "$EXPECTED" ]; then
     for f in "$RUN_DIR"/*.log; do
         echo "--- $f (tail)"
         tail -n 20 "$f"
