@@ -3,18 +3,16 @@
 //!
 //! - The dispatcher drains the request channel and starts one local task per unary call, or
 //!   hands a publish to its partition's [`Publisher`] task.
-//! - One [`Link`] per broker address keeps a connected `Channel` and its health: a maintenance
-//!   task connects, probes with `FindBrokerLeader`, and reconnects with backoff after any call
-//!   reports a broken connection. Calls to a link that is down fail at once.
+//! - One link per broker address keeps a connected `Channel` and its health (`links.rs`).
 //! - Routes (a topic's partition assignments from `LookupTopicBrokers`) are cached per topic
 //!   and dropped on any sign that they moved.
 
 use super::error::{broker_codes, SeaweedError, SeaweedResult};
 use super::filer::{Filer, LockAnswer};
+use super::links::{is_transport_failure, LinkOptions, Links};
 use super::marks::Marks;
-use super::pb::messaging_pb::seaweed_messaging_client::SeaweedMessagingClient;
 use super::pb::messaging_pb::{
-    BrokerPartitionAssignment, ConfigureTopicRequest, FetchMessageRequest, FindBrokerLeaderRequest,
+    BrokerPartitionAssignment, ConfigureTopicRequest, FetchMessageRequest,
     GetPartitionRangeInfoRequest, GetTopicConfigurationRequest, ListTopicsRequest,
     LookupTopicBrokersRequest, TopicExistsRequest,
 };
@@ -32,11 +30,10 @@ use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
-use tonic::transport::{Channel, Endpoint};
+use tokio::sync::{mpsc, Semaphore};
 use tonic::{Code, Status};
 
-pub(crate) type Client = SeaweedMessagingClient<Channel>;
+pub(crate) use super::links::Client;
 pub(crate) type Reply<T> = oneshot::Sender<SeaweedResult<T>>;
 
 /// What a [`super::SeaweedHandle`] asks of the core.
@@ -148,7 +145,8 @@ pub(crate) fn run(
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let core = Rc::new(Core::new(broker_addr, opts, shared.stats.clone()));
-        core.link(&core.bootstrap.clone());
+        // Connect to the bootstrap broker now, so that the first request finds the link up.
+        core.links.open(&core.bootstrap);
         tokio::task::spawn_local(write_marks(core.clone()));
         dispatch(core.clone(), rx, shared).await;
         // The shards are done: what was acknowledged last is kept for the next kelp.
@@ -202,7 +200,7 @@ pub(crate) struct Core {
     /// The broker named at start: topic admin and lookups go there (brokers forward them to
     /// their balancer), data goes to each partition's leader.
     bootstrap: String,
-    links: RefCell<HashMap<String, Rc<Link>>>,
+    links: Links,
     routes: RefCell<HashMap<String, Route>>,
     publishers: RefCell<HashMap<(String, i32), mpsc::UnboundedSender<PublishJob>>>,
     pub(crate) stats: Arc<super::PublishStats>,
@@ -225,12 +223,13 @@ impl Core {
                 }
             }
         });
+        let links = Links::new(LinkOptions::new(&opts));
         Core {
             marks: Marks::new(filer.clone(), opts.namespace.clone(), stats.clone()),
             filer,
             opts,
             bootstrap,
-            links: RefCell::new(HashMap::new()),
+            links,
             routes: RefCell::new(HashMap::new()),
             publishers: RefCell::new(HashMap::new()),
             stats,
@@ -490,64 +489,14 @@ impl Core {
             .remove(&(name.to_string(), partition));
     }
 
-    // ---- links -------------------------------------------------------------------------
-
-    /// The link to `addr`, created (and its maintenance task started) on first use.
-    fn link(self: &Rc<Self>, addr: &str) -> Rc<Link> {
-        if let Some(link) = self.links.borrow().get(addr) {
-            return link.clone();
-        }
-        let (state, _) = watch::channel(LinkState::Connecting);
-        let link = Rc::new(Link {
-            addr: addr.to_string(),
-            state,
-            suspect: Notify::new(),
-        });
-        self.links
-            .borrow_mut()
-            .insert(addr.to_string(), link.clone());
-        tokio::task::spawn_local(maintain(self.clone(), link.clone()));
-        link
-    }
-
-    /// A client on the link to `addr`: at once when it is up, an `Unavailable` error at once
-    /// when it is down, and after at most the connect timeout while it is first connecting.
+    /// A client on the link to `addr` (see [`Links::client`]).
     pub(crate) async fn client(self: &Rc<Self>, addr: &str) -> SeaweedResult<Client> {
-        let link = self.link(addr);
-        let mut state = link.state.subscribe();
-        let connect_timeout = Duration::from_millis(self.opts.connect_timeout_ms);
-        let settled = tokio::time::timeout(
-            connect_timeout,
-            state.wait_for(|s| !matches!(s, LinkState::Connecting)),
-        )
-        .await;
-        let unavailable = |reason: String| SeaweedError::Unavailable {
-            addr: addr.to_string(),
-            reason,
-        };
-        match settled {
-            Err(_) => Err(unavailable("still connecting".to_string())),
-            Ok(Err(_)) => Err(unavailable("link closed".to_string())),
-            Ok(Ok(state)) => match &*state {
-                LinkState::Up(channel) => Ok(self.new_client(channel.clone())),
-                LinkState::Down(reason) => Err(unavailable(reason.clone())),
-                LinkState::Connecting => unreachable!("waited for it to settle"),
-            },
-        }
+        self.links.client(addr).await
     }
 
-    fn new_client(&self, channel: Channel) -> Client {
-        SeaweedMessagingClient::new(channel)
-            .max_decoding_message_size(self.opts.max_message_bytes)
-            .max_encoding_message_size(self.opts.max_message_bytes)
-    }
-
-    /// Something on the link to `addr` failed the way a broken connection does: have its
-    /// maintenance task check it now.
+    /// Have the link to `addr` checked now (see [`Links::suspect`]).
     pub(crate) fn suspect(&self, addr: &str) {
-        if let Some(link) = self.links.borrow().get(addr) {
-            link.suspect.notify_one();
-        }
+        self.links.suspect(addr);
     }
 
     /// Maps a gRPC status from `addr` to our error, flagging the link when the status looks
@@ -942,152 +891,6 @@ fn looks_like_not_found(message: &str) -> bool {
     m.contains("not found") || m.contains("no such") || m.contains("not exist")
 }
 
-fn looks_like_transport(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("transport") || m.contains("connection") || m.contains("h2 protocol")
-}
-
-// ---- links ---------------------------------------------------------------------------------
-
-#[derive(Clone)]
-enum LinkState {
-    /// The first connection attempt is under way: calls wait for it (up to the connect timeout).
-    Connecting,
-    Up(Channel),
-    /// Reconnecting in the background; calls fail at once with the reason.
-    Down(String),
-}
-
-/// One broker address and the health of our connection to it.
-struct Link {
-    addr: String,
-    state: watch::Sender<LinkState>,
-    /// Signalled by calls that saw a broken connection.
-    suspect: Notify,
-}
-
-/// Keeps `link` connected for the life of the core.
-async fn maintain(core: Rc<Core>, link: Rc<Link>) {
-    let backoff_min = Duration::from_millis(core.opts.backoff_min_ms.max(1));
-    let backoff_max = Duration::from_millis(core.opts.backoff_max_ms).max(backoff_min);
-    let mut backoff = backoff_min;
-    let mut failures: u64 = 0;
-    loop {
-        match connect(&core, &link.addr).await {
-            Ok(channel) => {
-                if failures > 0 {
-                    log::info!("SeaweedMQ broker {}: reconnected", link.addr);
-                } else {
-                    log::info!("SeaweedMQ broker {}: connected", link.addr);
-                }
-                failures = 0;
-                backoff = backoff_min;
-                link.state.send_replace(LinkState::Up(channel.clone()));
-                // Healthy until a call says otherwise and a probe confirms it.
-                loop {
-                    link.suspect.notified().await;
-                    match probe(&core, channel.clone()).await {
-                        Ok(()) => continue,
-                        Err(reason) => {
-                            log::warn!("SeaweedMQ broker {}: connection lost: {reason}", link.addr);
-                            link.state.send_replace(LinkState::Down(reason));
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(reason) => {
-                failures += 1;
-                // Lines after 1, 2, 4, 8... tries, so that a long outage does not flood the log.
-                if failures.is_power_of_two() {
-                    log::warn!(
-                        "SeaweedMQ broker {}: cannot connect ({failures} tries, next in {} ms): {reason}",
-                        link.addr,
-                        backoff.as_millis()
-                    );
-                }
-                link.state.send_replace(LinkState::Down(reason));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(backoff_max);
-            }
-        }
-    }
-}
-
-/// A new connection to `addr`, checked with one `FindBrokerLeader`.
-async fn connect(core: &Core, addr: &str) -> Result<Channel, String> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let connect_timeout = Duration::from_millis(core.opts.connect_timeout_ms);
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| format!("bad broker address: {e}"))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        // Within SeaweedFS's keepalive enforcement (pings no closer than 20 s apart).
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true)
-        // Room for large fetch responses without waiting on window updates.
-        .initial_stream_window_size(Some(4 << 20))
-        .initial_connection_window_size(Some(16 << 20));
-    let channel = match tokio::time::timeout(connect_timeout, endpoint.connect()).await {
-        Err(_) => {
-            return Err(format!(
-                "connect timed out after {} ms",
-                connect_timeout.as_millis()
-            ))
-        }
-        Ok(Err(e)) => return Err(error_chain(&e)),
-        Ok(Ok(channel)) => channel,
-    };
-    probe(core, channel.clone()).await?;
-    Ok(channel)
-}
-
-/// Whether the connection carries calls: one `FindBrokerLeader`. An error status from the broker
-/// itself (for instance no balancer elected yet, which lasts a while after a broker restart)
-/// still proves the connection, and calls that do not need the balancer (publish and fetch on a
-/// partition's leader) work meanwhile; only transport failures count against the link.
-async fn probe(core: &Core, channel: Channel) -> Result<(), String> {
-    let mut client = core.new_client(channel);
-    let call = client.find_broker_leader(FindBrokerLeaderRequest::default());
-    match tokio::time::timeout(Duration::from_millis(core.opts.connect_timeout_ms), call).await {
-        Err(_) => Err("health check timed out".to_string()),
-        Ok(Err(status)) if is_transport_failure(&status) => {
-            Err(format!("health check: {}", status.message()))
-        }
-        Ok(Err(status)) => {
-            log::debug!("health check answered with an error: {}", status.message());
-            Ok(())
-        }
-        Ok(Ok(_)) => Ok(()),
-    }
-}
-
-/// A status that says the call never reached the broker, or the connection died under it.
-fn is_transport_failure(status: &Status) -> bool {
-    match status.code() {
-        Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => true,
-        Code::Unknown | Code::Internal => looks_like_transport(status.message()),
-        _ => false,
-    }
-}
-
-/// An error and its sources on one line (tonic's transport errors say little at the top).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1118,6 +921,5 @@ mod tests {
     fn error_text_classifiers() {
         assert!(looks_like_not_found("topic kafka.x: not found"));
         assert!(!looks_like_not_found("timeout"));
-        assert!(looks_like_transport("transport error"));
     }
 }

@@ -29,6 +29,7 @@
 mod core;
 pub mod error;
 pub mod filer;
+mod links;
 pub mod marks;
 pub mod pb;
 mod publisher;
