@@ -181,6 +181,13 @@ impl Shard {
         futures::future::select(tick, stop).await;
     }
 
+    /// Whether the table may lack topics the backend has (SeaweedMQ topics can be made by
+    /// another gateway, or another kelp). Here, not in `seaweed/`, because every request naming
+    /// an unknown topic asks it, on either backend.
+    pub fn topics_may_exist_elsewhere(&self) -> bool {
+        matches!(self.backend, Backend::Seaweed(_))
+    }
+
     pub fn topics(&self) -> Arc<TopicTable> {
         self.topics.borrow().clone()
     }

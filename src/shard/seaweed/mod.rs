@@ -113,12 +113,6 @@ impl Shard {
         }
     }
 
-    /// Whether the table may lack topics the backend has (SeaweedMQ topics can be made by
-    /// another gateway, or another kelp).
-    pub fn topics_may_exist_elsewhere(&self) -> bool {
-        matches!(self.backend, super::Backend::Seaweed(_))
-    }
-
     /// A partition op, answered at once or after a SeaweedMQ call.
     pub(super) fn seaweed_apply(self: &Rc<Self>, tp: TopicPartition, op: PartitionOp) -> Applied {
         let sw = self.sw();
