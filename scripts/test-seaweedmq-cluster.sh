@@ -5,7 +5,10 @@
 #              from ONE instance, see all three brokers at their addresses, and a 12-partition
 #              topic has a leader on each of them (tests/interop/go cluster.go,
 #              tests/interop/java Cluster.java, tests/seaweedmq/cluster.py); every instance's
-#              /metrics agrees with Metadata on who leads what;
+#              /metrics agrees with Metadata on who leads what; Produce and Fetch sent to an
+#              instance that does not lead the partition get NOT_LEADER_OR_FOLLOWER, OffsetCommit
+#              and OffsetFetch at one that does not coordinate the group NOT_COORDINATOR
+#              (tests/seaweedmq/cluster_routing.py);
 #   failover   a 100,000-record idempotent acks=all produce over 12 partitions, bootstrapped
 #              from all three, with a 3-member group reading (tests/seaweedmq/faults.py), while
 #              (1) instance 2 is SIGKILLed, (2) started again, (3)(4)(5) instances 1, 2, 3 are
@@ -200,8 +203,8 @@ KELP_BOOTSTRAP=127.0.0.1:${PORT[1]} KELP_CLUSTER_BROKERS=$BROKERS_SPEC timeout 3
     "$PY" tests/seaweedmq/cluster.py create "$PREFIX" "$PARTITIONS" "$LEADERS" \
     2>"$RUN_DIR/create.log" | tee -a "$RESULTS" || true
 TOPIC=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["topic"])' "$LEADERS" 2>/dev/null || true)
-# create, franz-go, java-4.x, java-3.9, confluent-kafka, metrics
-expected=6
+# create, franz-go, java-4.x, java-3.9, confluent-kafka, metrics, wrong-instance
+expected=7
 if [ -n "$TOPIC" ]; then
     export KELP_CLUSTER_BROKERS=$BROKERS_SPEC KELP_CLUSTER_TOPIC=$TOPIC \
         KELP_CLUSTER_PARTITIONS=$PARTITIONS KELP_TOPIC_PREFIX=$PREFIX
@@ -224,6 +227,9 @@ if [ -n "$TOPIC" ]; then
         "$PY" tests/seaweedmq/cluster.py metrics \
         $(for n in "${NODES[@]}"; do printf 'http://127.0.0.1:%s/metrics ' "${MPORT[$n]}"; done) \
         2>"$RUN_DIR/metrics.log" | tee -a "$RESULTS" || true
+    echo "--- requests sent to the wrong instance (kafka-python's low-level client)"
+    KELP_BOOTSTRAP=127.0.0.1:${PORT[2]} timeout 300 "$PY" tests/seaweedmq/cluster_routing.py \
+        "$TOPIC" "$PARTITIONS" 2>"$RUN_DIR/routing.log" | tee -a "$RESULTS" || true
 fi
 echo "metadata checks done $((SECONDS - T0)) s into the run"
 

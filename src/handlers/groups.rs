@@ -57,8 +57,8 @@ pub async fn join_group(
     };
     let r = match shard.group(&group, GroupOp::Join(args)).await {
         GroupReply::Join(r) => r,
-        _ => crate::group::JoinResult {
-            error: ErrorCode::CoordinatorNotAvailable,
+        other => crate::group::JoinResult {
+            error: code_of(other),
             generation_id: -1,
             ..Default::default()
         },
@@ -122,9 +122,21 @@ pub async fn sync_group(
                 resp.protocol_name = r.protocol_name.as_deref().map(str_bytes);
             }
         }
-        _ => resp.error_code = ErrorCode::CoordinatorNotAvailable.code(),
+        other => resp.error_code = code_of(other).code(),
     }
     resp
+}
+
+/// The error code of a group op's answer, for ops answered with a code alone and for answers that
+/// are not the kind the request expects: the code itself when the owner answered with one (on
+/// SeaweedMQ, NOT_COORDINATOR from an instance that does not own the group, which makes clients
+/// look the coordinator up again), otherwise COORDINATOR_NOT_AVAILABLE (the owning shard's answer
+/// was lost).
+fn code_of(reply: GroupReply) -> ErrorCode {
+    match reply {
+        GroupReply::Code(c) => c,
+        _ => ErrorCode::CoordinatorNotAvailable,
+    }
 }
 
 pub async fn heartbeat(shard: &Rc<Shard>, req: HeartbeatRequest) -> HeartbeatResponse {
@@ -136,10 +148,7 @@ pub async fn heartbeat(shard: &Rc<Shard>, req: HeartbeatRequest) -> HeartbeatRes
         generation: req.generation_id,
     };
     let mut resp = HeartbeatResponse::default();
-    resp.error_code = match shard.group(&group, op).await {
-        GroupReply::Code(c) => c.code(),
-        _ => ErrorCode::CoordinatorNotAvailable.code(),
-    };
+    resp.error_code = code_of(shard.group(&group, op).await).code();
     resp
 }
 
@@ -186,7 +195,7 @@ pub async fn leave_group(
             }
         }
         GroupReply::Codes(Err(e)) => resp.error_code = e.code(),
-        _ => resp.error_code = ErrorCode::CoordinatorNotAvailable.code(),
+        other => resp.error_code = code_of(other).code(),
     }
     resp
 }
@@ -231,7 +240,7 @@ pub async fn offset_commit(
     };
     let result = match shard.group(&group, op).await {
         GroupReply::Codes(r) => r,
-        _ => Err(ErrorCode::CoordinatorNotAvailable),
+        other => Err(code_of(other)),
     };
     let mut resp = OffsetCommitResponse::default();
     resp.topics = req
@@ -279,8 +288,7 @@ async fn fetch_group_offsets(
         .await
     {
         GroupReply::Offsets(o) => Ok(o),
-        GroupReply::Code(c) => Err(c),
-        _ => Err(ErrorCode::CoordinatorNotAvailable),
+        other => Err(code_of(other)),
     }
 }
 
@@ -489,18 +497,10 @@ pub async fn delete_groups(shard: &Rc<Shard>, req: DeleteGroupsRequest) -> Delet
         let group = g.0.to_string();
         let mut r = DeletableGroupResult::default();
         r.group_id = g.clone();
-        r.error_code = match shard
-            .group(
-                &group,
-                GroupOp::Delete {
-                    group: group.clone(),
-                },
-            )
-            .await
-        {
-            GroupReply::Code(c) => c.code(),
-            _ => ErrorCode::CoordinatorNotAvailable.code(),
+        let op = GroupOp::Delete {
+            group: group.clone(),
         };
+        r.error_code = code_of(shard.group(&group, op).await).code();
         resp.results.push(r);
     }
     resp
@@ -543,7 +543,7 @@ pub async fn offset_delete(shard: &Rc<Shard>, req: OffsetDeleteRequest) -> Offse
             }
         }
         GroupReply::Codes(Err(e)) => resp.error_code = e.code(),
-        _ => resp.error_code = ErrorCode::CoordinatorNotAvailable.code(),
+        other => resp.error_code = code_of(other).code(),
     }
     resp
 }
