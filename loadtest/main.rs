@@ -18,6 +18,7 @@ mod engine;
 mod floor;
 mod json;
 mod kafka;
+mod placement;
 mod plot;
 mod records;
 mod stats;
@@ -209,6 +210,11 @@ struct RunOpts {
     /// Sleep in ppoll when idle instead of busy-polling (adds the wake-up latency).
     #[arg(long)]
     no_spin: bool,
+    /// The broker's /metrics URL (kelp: http://HOST:PORT/metrics of --metrics-listen): warns
+    /// when spinning client threads may share cores with its shards, and reports whether its
+    /// shards stopped spinning during the run (kelp_spin_backoffs_total).
+    #[arg(long, env = "LOADTEST_BROKER_METRICS")]
+    broker_metrics: Option<String>,
     /// A request unanswered this long fails its connection.
     #[arg(long, value_parser = util::parse_duration, default_value = "30s")]
     request_timeout: Duration,
@@ -495,6 +501,45 @@ struct Meta {
 
 /// Runs `conns` over `run.threads` pinned workers and prints the report.
 fn execute(conns: Vec<Conn>, plan: Plan, run: &RunOpts, meta: Meta) -> anyhow::Result<Report> {
+    let before = broker_placement(run);
+    if let Some(b) = &before {
+        let cores = run.core.as_ref().map(|c| c.0.as_slice());
+        if let Some(w) = placement::overlap_warning(b, cores, !run.no_spin) {
+            eprintln!("loadtest: {w}");
+        }
+    }
+    let report = execute_threads(conns, plan, run, meta)?;
+    let after = broker_placement(run);
+    if let (Some(b), Some(a)) = (before.and_then(|b| b.spin_backoffs), after) {
+        let backoffs = a.spin_backoffs.unwrap_or(b).saturating_sub(b);
+        if backoffs > 0 {
+            eprintln!(
+                "loadtest: the broker's shards stopped spinning {backoffs} times during the run: \
+                 they waited for cores (shared with this client or other work)"
+            );
+        }
+    }
+    Ok(report)
+}
+
+/// The broker's placement from --broker-metrics, if given and reachable (a failure is said).
+fn broker_placement(run: &RunOpts) -> Option<placement::BrokerPlacement> {
+    let url = run.broker_metrics.as_deref()?;
+    match placement::scrape(url) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("loadtest: --broker-metrics: {e}");
+            None
+        }
+    }
+}
+
+fn execute_threads(
+    conns: Vec<Conn>,
+    plan: Plan,
+    run: &RunOpts,
+    meta: Meta,
+) -> anyhow::Result<Report> {
     let threads = run.threads.max(1).min(conns.len().max(1));
     let mut groups: Vec<Vec<Conn>> = (0..threads).map(|_| Vec::new()).collect();
     for (i, c) in conns.into_iter().enumerate() {

@@ -35,6 +35,17 @@ pub mod limits {
     pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
     /// How often each shard checks its groups' session and rebalance timeouts.
     pub const GROUP_TICK_MS: u64 = 100;
+    /// Each shard judges every this many milliseconds whether the cores are shared
+    /// (`shard::spin`).
+    pub const SPIN_SAMPLE_MS: u64 = 20;
+    /// Time a shard's thread spent waiting for a core, in thousandths of a sample window, that
+    /// means the cores are shared, when it lasts `SPIN_CONTENDED_WINDOWS` windows in a row.
+    /// Measured here: pinned on a core of its own a shard waited at most 48 per mille of a window
+    /// (p99 6); behind a spinning client on 2 cores, 280-490 (p90 to max).
+    pub const SPIN_WAIT_PER_MILLE_TO_BACK_OFF: u64 = 150;
+    pub const SPIN_CONTENDED_WINDOWS: u64 = 2;
+    pub const SPIN_BACKOFF_MIN_MS: u64 = 250;
+    pub const SPIN_BACKOFF_MAX_MS: u64 = 8_000;
     /// A parked shard looks at its inbox at least this often, whatever its doorbells say.
     pub const PARKED_INBOX_CHECK_MS: u64 = 100;
     /// A parked shard with calls to the gRPC core outstanding checks for their answers this
@@ -188,6 +199,13 @@ pub struct Config {
     /// dedicated cores before raising it (the latency benchmarks use 2000). 0 parks at once.
     #[arg(long, env = "KELP_SPIN_US", default_value_t = 50)]
     pub spin_us: u64,
+
+    /// The shards' cores are kelp's alone: keep spinning even when the OS preempts a shard.
+    /// Without it a shard whose spinning is preempted (more busy threads than cores: a small
+    /// VM, a client on the same host) parks when idle for a while instead, which avoids
+    /// time-slicing the shards against each other and the clients in scheduler quanta.
+    #[arg(long, env = "KELP_DEDICATED_CORES")]
+    pub dedicated_cores: bool,
 
     /// Glommio's preemption interval in microseconds: how often a spinning shard also polls
     /// io_uring (accepts, timers, idle connections). Short intervals made glommio 0.9 lose

@@ -117,7 +117,6 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
-    let spin = shard.config.spin();
     let mut c = Conn {
         fd: stream.as_raw_fd(),
         max_frame: shard.config.max_request_bytes,
@@ -145,7 +144,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             futures_lite::future::yield_now().await;
             continue;
         }
-        if last_active.elapsed() < spin {
+        if last_active.elapsed() < c.shard.spin_window() {
             futures_lite::future::yield_now().await;
             continue;
         }

@@ -111,6 +111,12 @@ pub struct ShardMetrics {
     /// milliseconds; 0: never).
     cluster_members: Cell64,
     lease_renewed_ms: Cell64,
+    /// Shard 0: how often the shards stopped spinning because their cores were shared, and
+    /// whether they park when idle now.
+    spin_backoffs: Cell64,
+    spin_backed_off: Cell64,
+    /// The core the shard is pinned to.
+    core: Cell64,
 }
 
 impl Default for ShardMetrics {
@@ -126,6 +132,9 @@ impl Default for ShardMetrics {
             groups: Cell64::default(),
             cluster_members: Cell64::default(),
             lease_renewed_ms: Cell64::default(),
+            spin_backoffs: Cell64::default(),
+            spin_backed_off: Cell64::default(),
+            core: Cell64::default(),
         }
     }
 }
@@ -146,6 +155,17 @@ impl ShardMetrics {
     pub fn connection_accepted(&self, open: usize) {
         self.connections_accepted.add(1);
         self.connections.set(open as u64);
+    }
+
+    /// The core the shard runs on (set once, at start).
+    pub fn set_core(&self, core: usize) {
+        self.core.set(core as u64);
+    }
+
+    /// Shard 0: the shards' spin backoffs so far, and whether they are backed off now.
+    pub fn set_spin(&self, backoffs: u64, backed_off: bool) {
+        self.spin_backoffs.set(backoffs);
+        self.spin_backed_off.set(backed_off as u64);
     }
 
     pub fn connection_refused(&self) {
@@ -301,7 +321,7 @@ impl Metrics {
     }
 
     fn render_per_shard(&self, out: &mut String) {
-        let per_shard: [(&str, &str, &str, ShardValue); 4] = [
+        let per_shard: [(&str, &str, &str, ShardValue); 5] = [
             (
                 "kelp_connections",
                 "Client connections the shard serves now.",
@@ -327,6 +347,13 @@ impl Metrics {
                 "gauge",
                 |m| m.partitions.get(),
             ),
+            (
+                "kelp_shard_core",
+                "The CPU core the shard is pinned to (while its spinning is backed off it may \
+                 also run on kelp's other cores).",
+                "gauge",
+                |m| m.core.get(),
+            ),
         ];
         for (name, help, kind, value) in per_shard {
             header(out, name, help, kind);
@@ -339,6 +366,25 @@ impl Metrics {
         header(out, "kelp_topics", "Topics the broker holds.", "gauge");
         let topics = self.shards.first().map_or(0, |m| m.topics.get());
         let _ = writeln!(out, "kelp_topics {topics}");
+        // Process-wide, kept by shard 0 (`shard::spin`).
+        let first = self.shards.first();
+        header(
+            out,
+            "kelp_spin_backoffs_total",
+            "Times the shards stopped busy-polling because one waited for a core (the cores are \
+             shared; see --dedicated-cores).",
+            "counter",
+        );
+        let backoffs = first.map_or(0, |m| m.spin_backoffs.get());
+        let _ = writeln!(out, "kelp_spin_backoffs_total {backoffs}");
+        header(
+            out,
+            "kelp_spin_backed_off",
+            "1 while the shards park when idle instead of busy-polling, their cores shared.",
+            "gauge",
+        );
+        let now = first.map_or(0, |m| m.spin_backed_off.get());
+        let _ = writeln!(out, "kelp_spin_backed_off {now}");
     }
 
     /// Who leads what, and the cluster as shard 0 sees it (SeaweedMQ backend).

@@ -44,6 +44,8 @@ pub struct Mesh {
     /// Tasks that need every shard running after shutdown starts (a cluster member leaving:
     /// its shards let go of their partitions); no shard stops while any holds.
     holds: AtomicUsize,
+    /// Whether the shards spin now (`spin.rs`): off while their cores are found shared.
+    pub spin: super::spin::SharedSpin,
 }
 
 /// The receiving end a shard takes when it starts.
@@ -67,6 +69,7 @@ impl Mesh {
             joined: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             holds: AtomicUsize::new(0),
+            spin: Default::default(),
         };
         Ok((Arc::new(mesh), ends))
     }
@@ -132,6 +135,11 @@ impl Endpoint {
 }
 
 impl Shard {
+    /// How long this shard keeps busy-polling after its last activity (`spin.rs`).
+    pub fn spin_window(&self) -> Duration {
+        self.spin.window(&self.mesh.spin)
+    }
+
     /// Records that this shard just did work (keeps its spinner polling).
     pub fn touch(&self) {
         self.link.last_active.set(Instant::now());
@@ -268,13 +276,13 @@ impl Shard {
     }
 
     /// The inbox task, the shard's spinner: busy-polls the inbox and the watched sockets while
-    /// there is traffic, parks on the doorbells when idle for longer than `--spin-us`.
+    /// there is traffic, parks on the doorbells when idle for longer than `--spin-us` (at once
+    /// while its spinning backs off from a shared core, see `spin.rs`).
     pub async fn run_inbox(
         self: Rc<Self>,
         ends: ShardEnds,
         bells: Vec<(usize, ConnectedReceiver<()>)>,
     ) {
-        let spin = self.config.spin();
         let mut pollfds = Vec::new();
         let bell = ring_on_bells(bells);
         loop {
@@ -287,7 +295,11 @@ impl Shard {
             {
                 return;
             }
-            let active = self.link.last_active.get().elapsed() < spin;
+            if self.spin.sample(&self.mesh.spin) && self.id == 0 {
+                let backed_off = self.mesh.spin.backed_off(Instant::now());
+                self.metrics.set_spin(self.mesh.spin.backoffs(), backed_off);
+            }
+            let active = self.link.last_active.get().elapsed() < self.spin_window();
             if got > 0 || active {
                 futures_lite::future::yield_now().await;
                 continue;

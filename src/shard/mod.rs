@@ -18,6 +18,7 @@ mod ops;
 mod registry;
 mod route;
 pub(crate) mod seaweed;
+pub mod spin;
 
 pub use mesh::{Mesh, ShardEnds};
 pub use ops::{Applied, Envelope, Op, PartitionOp, PartitionReply, RegistryOp, Reply};
@@ -105,6 +106,8 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// This shard's counters for `/metrics` (written only here).
     pub metrics: &'static ShardMetrics,
+    /// Whether the shard's connections and inbox busy-poll when idle (`spin.rs`).
+    pub spin: spin::SpinGovernor,
 }
 
 impl Shard {
@@ -134,6 +137,13 @@ impl Shard {
             Some(handle) => Backend::Seaweed(seaweed::SeaweedShard::new(handle)),
             None => Backend::Memory(memory::MemoryPartitions::default()),
         };
+        // On the shard's thread the default core list would be read from its own (pinned)
+        // affinity, so only an explicit --cores is passed.
+        let cores = config
+            .cores
+            .as_ref()
+            .and_then(|_| config.shard_cores().ok());
+        let spin = spin::SpinGovernor::new(config.spin(), config.dedicated_cores, cores.as_deref());
         let (host, port) = config.advertised();
         let me = Member {
             id: config.node_id,
@@ -166,6 +176,7 @@ impl Shard {
             stop: Notify::default(),
             connections: Cell::new(0),
             metrics,
+            spin,
         })
     }
 
