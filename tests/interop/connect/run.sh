@@ -6,23 +6,10 @@ set -u
 cd "$(dirname "$0")"
 CLIENT=java-connect
 SCENARIOS=(filestream-restart)
-skip_all() {
-    for s in "${SCENARIOS[@]}"; do echo "RESULT|$CLIENT|$s|skip|$1"; done
-    exit 0
-}
-command -v java >/dev/null 2>&1 || skip_all "java not installed"
-command -v mvn >/dev/null 2>&1 || skip_all "mvn (Maven) not installed"
+# shellcheck source=tests/interop/maven-app.sh
+source ../maven-app.sh
 command -v python3 >/dev/null 2>&1 || skip_all "python3 (to pick free ports) not installed"
-: "${KELP_BOOTSTRAP:?KELP_BOOTSTRAP must be set}"
-export KELP_TOPIC_PREFIX="${KELP_TOPIC_PREFIX:-interop-$(date +%s)-$$-}"
-mkdir -p target
-if ! mvn -q -B -Dstyle.color=never package -DskipTests >target/build.log 2>&1; then
-    cat target/build.log >&2
-    for s in "${SCENARIOS[@]}"; do
-        echo "RESULT|$CLIENT|$s|fail|maven build against connect-runtime failed (log above on stderr)"
-    done
-    exit 1
-fi
+maven_app_build connect-runtime
 # The two workers' REST listeners (one after the other; distinct ports so a slow exit of the
 # first cannot block the second).
 read -r KELP_CONNECT_REST_PORT_1 KELP_CONNECT_REST_PORT_2 < <(python3 -c '

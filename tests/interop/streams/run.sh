@@ -6,22 +6,9 @@ set -u
 cd "$(dirname "$0")"
 CLIENT=java-streams
 SCENARIOS=(wordcount-restart)
-skip_all() {
-    for s in "${SCENARIOS[@]}"; do echo "RESULT|$CLIENT|$s|skip|$1"; done
-    exit 0
-}
-command -v java >/dev/null 2>&1 || skip_all "java not installed"
-command -v mvn >/dev/null 2>&1 || skip_all "mvn (Maven) not installed"
-: "${KELP_BOOTSTRAP:?KELP_BOOTSTRAP must be set}"
-export KELP_TOPIC_PREFIX="${KELP_TOPIC_PREFIX:-interop-$(date +%s)-$$-}"
-mkdir -p target
-if ! mvn -q -B -Dstyle.color=never package -DskipTests >target/build.log 2>&1; then
-    cat target/build.log >&2
-    for s in "${SCENARIOS[@]}"; do
-        echo "RESULT|$CLIENT|$s|fail|maven build against kafka-streams failed (log above on stderr)"
-    done
-    exit 1
-fi
+# shellcheck source=tests/interop/maven-app.sh
+source ../maven-app.sh
+maven_app_build kafka-streams
 log=$PWD/target/client.log
 timeout --kill-after=10 600 java -Xmx512m \
     -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
