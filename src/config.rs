@@ -46,6 +46,9 @@ pub mod limits {
     pub const SPIN_CONTENDED_WINDOWS: u64 = 2;
     pub const SPIN_BACKOFF_MIN_MS: u64 = 250;
     pub const SPIN_BACKOFF_MAX_MS: u64 = 8_000;
+    /// Partitions named in one log line about partitions moving between instances (the rest
+    /// are counted).
+    pub const LOGGED_PARTITIONS_MAX: usize = 64;
     /// A parked shard looks at its inbox at least this often, whatever its doorbells say.
     pub const PARKED_INBOX_CHECK_MS: u64 = 100;
     /// A parked shard with calls to the gRPC core outstanding checks for their answers this

@@ -9,6 +9,7 @@
 use super::partition::{Role, SeaweedPartition};
 use super::{SeaweedShard, OFFSETS_TOPIC};
 use crate::cluster::{partition_key, ClusterView};
+use crate::config::limits;
 use crate::error::ErrorCode;
 use crate::partition::ProduceOutcome;
 use crate::shard::{Shard, TopicPartition};
@@ -41,6 +42,35 @@ pub fn group_key(group: &str, offsets_partitions: i32) -> Vec<u8> {
     partition_key(OFFSETS_TOPIC, offsets_partition(group, offsets_partitions))
 }
 
+/// Partitions named for a log line, grouped by topic in order: `[t[0,3], u[1]]`, at most
+/// `limits::LOGGED_PARTITIONS_MAX` of them (then how many more).
+fn partition_list(tps: &[TopicPartition]) -> String {
+    let mut sorted: Vec<&TopicPartition> = tps.iter().collect();
+    sorted.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let shown = sorted.len().min(limits::LOGGED_PARTITIONS_MAX);
+    let mut out = String::from("[");
+    let mut current: Option<&str> = None;
+    for tp in &sorted[..shown] {
+        if current == Some(&*tp.topic) {
+            out.push_str(&format!(",{}", tp.partition));
+            continue;
+        }
+        if current.is_some() {
+            out.push_str("], ");
+        }
+        out.push_str(&format!("{}[{}", tp.topic, tp.partition));
+        current = Some(&tp.topic);
+    }
+    if current.is_some() {
+        out.push(']');
+    }
+    if sorted.len() > shown {
+        out.push_str(&format!(" and {} more", sorted.len() - shown));
+    }
+    out.push(']');
+    out
+}
+
 impl SeaweedShard {
     fn next_incarnation(&self) -> u64 {
         let n = self.incarnations.get() + 1;
@@ -65,7 +95,7 @@ impl Shard {
         let now = Instant::now();
         let sw = self.sw();
         let mut leaving = Vec::new();
-        let mut taken = 0usize;
+        let mut taken = Vec::new();
         for (tp, p) in sw.partitions.borrow_mut().iter_mut() {
             let key = partition_key(&tp.topic, tp.partition);
             match p.role {
@@ -76,7 +106,7 @@ impl Shard {
                 Role::Idle if view.may_take(&key, now) => {
                     p.role = Role::Serving;
                     p.incarnation = sw.next_incarnation();
-                    taken += 1;
+                    taken.push(tp.clone());
                     // With the line `let_go` writes, an operator (and the cluster test) can
                     // check that no two instances ever wrote one partition at once.
                     log::debug!(
@@ -89,11 +119,14 @@ impl Shard {
                 _ => {}
             }
         }
-        if taken > 0 || !leaving.is_empty() {
+        if !taken.is_empty() || !leaving.is_empty() {
             log::info!(
-                "shard {}: took {taken} partitions, letting go of {} (leading {})",
+                "shard {}: took {} partitions {}, letting go of {} {} (leading {})",
                 self.id,
+                taken.len(),
+                partition_list(&taken),
                 leaving.len(),
+                partition_list(&leaving),
                 sw.serving()
             );
         }
@@ -248,6 +281,23 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_lists_group_by_topic_and_stop_at_the_limit() {
+        let tp = |t: &str, p| TopicPartition {
+            topic: t.into(),
+            partition: p,
+        };
+        assert_eq!(partition_list(&[]), "[]");
+        assert_eq!(
+            partition_list(&[tp("u", 1), tp("t", 3), tp("t", 0)]),
+            "[t[0,3], u[1]]"
+        );
+        let many: Vec<_> = (0..limits::LOGGED_PARTITIONS_MAX as i32 + 5)
+            .map(|p| tp("t", p))
+            .collect();
+        assert!(partition_list(&many).ends_with("] and 5 more]"));
+    }
 
     #[test]
     fn groups_spread_over_the_offsets_partitions() {
