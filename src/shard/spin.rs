@@ -49,6 +49,11 @@ impl SharedSpin {
         until != 0 && (now.duration_since(self.epoch).as_nanos() as u64) < until
     }
 
+    /// Cheap first check (no clock read) for the idle loops that ask on every turn.
+    fn ever_backed_off(&self) -> bool {
+        self.until_ns.load(Ordering::Relaxed) != 0
+    }
+
     fn back_off(&self, until: Instant) {
         let ns = until.duration_since(self.epoch).as_nanos() as u64;
         self.until_ns.fetch_max(ns.max(1), Ordering::Relaxed);
@@ -100,7 +105,7 @@ impl SpinGovernor {
     /// How long to keep spinning after the last activity: `--spin-us`, or nothing while the
     /// shards are backed off.
     pub fn window(&self, shared: &SharedSpin) -> Duration {
-        if self.adaptive && shared.backed_off(Instant::now()) {
+        if self.adaptive && shared.ever_backed_off() && shared.backed_off(Instant::now()) {
             self.saw_backoff.set(true);
             return Duration::ZERO;
         }
