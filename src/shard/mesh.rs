@@ -296,7 +296,7 @@ impl Shard {
                 return;
             }
             if self.spin.sample(&self.mesh.spin) && self.id == 0 {
-                let backed_off = self.mesh.spin.backed_off(Instant::now());
+                let backed_off = self.mesh.spin.backed_off();
                 self.metrics.set_spin(self.mesh.spin.backoffs(), backed_off);
             }
             let active = self.link.last_active.get().elapsed() < self.spin_window();

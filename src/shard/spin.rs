@@ -44,14 +44,16 @@ impl Default for SharedSpin {
 
 impl SharedSpin {
     /// Whether spinning is off at `now`.
-    pub fn backed_off(&self, now: Instant) -> bool {
+    pub fn backed_off_at(&self, now: Instant) -> bool {
         let until = self.until_ns.load(Ordering::Relaxed);
         until != 0 && (now.duration_since(self.epoch).as_nanos() as u64) < until
     }
 
-    /// Cheap first check (no clock read) for the idle loops that ask on every turn.
-    fn ever_backed_off(&self) -> bool {
-        self.until_ns.load(Ordering::Relaxed) != 0
+    /// Whether spinning is off now; reads the clock only once a backoff has ever happened (the
+    /// idle loops ask on every turn).
+    pub fn backed_off(&self) -> bool {
+        let until = self.until_ns.load(Ordering::Relaxed);
+        until != 0 && (self.epoch.elapsed().as_nanos() as u64) < until
     }
 
     fn back_off(&self, until: Instant) {
@@ -105,7 +107,7 @@ impl SpinGovernor {
     /// How long to keep spinning after the last activity: `--spin-us`, or nothing while the
     /// shards are backed off.
     pub fn window(&self, shared: &SharedSpin) -> Duration {
-        if self.adaptive && shared.ever_backed_off() && shared.backed_off(Instant::now()) {
+        if self.adaptive && shared.backed_off() {
             self.saw_backoff.set(true);
             return Duration::ZERO;
         }
@@ -121,7 +123,7 @@ impl SpinGovernor {
         }
         let now = Instant::now();
         if let Some(p) = &self.placement {
-            p.follow(shared.backed_off(now));
+            p.follow(shared.backed_off_at(now));
         }
         let window = Duration::from_millis(limits::SPIN_SAMPLE_MS);
         if now.duration_since(self.window_start.get()) < window {
@@ -135,7 +137,7 @@ impl SpinGovernor {
     fn judge(&self, shared: &SharedSpin, now: Instant, waited: u64) {
         let elapsed = now.duration_since(self.window_start.get()).as_nanos() as u64;
         let waited_here = waited.saturating_sub(self.waited_at_start.get());
-        let saw_backoff = self.saw_backoff.replace(false) || shared.backed_off(now);
+        let saw_backoff = self.saw_backoff.replace(false) || shared.backed_off_at(now);
         self.window_start.set(now);
         self.waited_at_start.set(waited);
         if saw_backoff || elapsed == 0 {
@@ -242,7 +244,7 @@ impl Placement {
                 "cannot change a shard's CPU affinity: {}",
                 std::io::Error::last_os_error()
             );
-            // Stop trying: mark the wanted state as reached.
+            // Not retried for this state: the next change of state tries again.
             self.is_wide.set(backed_off);
         }
     }
@@ -296,9 +298,9 @@ mod tests {
         let other = SpinGovernor::new(SPIN, false, None);
         // One contended window is not enough (a noisy neighbour for a moment).
         window_with(&g, &shared, 20, 10);
-        assert!(!shared.backed_off(Instant::now()));
+        assert!(!shared.backed_off());
         window_with(&g, &shared, 20, 10);
-        assert!(shared.backed_off(Instant::now()));
+        assert!(shared.backed_off());
         assert_eq!(g.window(&shared), Duration::ZERO);
         assert_eq!(
             other.window(&shared),
@@ -320,7 +322,7 @@ mod tests {
         // A window without any waiting resets it.
         shared.until_ns.store(0, Ordering::Relaxed);
         window_with(&g, &shared, 20, 0);
-        assert!(!shared.backed_off(Instant::now()));
+        assert!(!shared.backed_off());
         assert_eq!(g.backoff.get(), min);
     }
 
@@ -343,12 +345,12 @@ mod tests {
         for _ in 0..10 {
             window_with(&g, &shared, 1000, ms);
         }
-        assert!(!shared.backed_off(Instant::now()));
+        assert!(!shared.backed_off());
         // A contended window between calm ones starts the count again.
         window_with(&g, &shared, 20, 20);
         window_with(&g, &shared, 20, 0);
         window_with(&g, &shared, 20, 20);
-        assert!(!shared.backed_off(Instant::now()));
+        assert!(!shared.backed_off());
     }
 
     #[test]
