@@ -203,10 +203,10 @@ pub struct Config {
     #[arg(long, env = "KELP_SPIN_US", default_value_t = 50)]
     pub spin_us: u64,
 
-    /// The shards' cores are kelp's alone: keep spinning even when the OS preempts a shard.
-    /// Without it a shard whose spinning is preempted (more busy threads than cores: a small
-    /// VM, a client on the same host) parks when idle for a while instead, which avoids
-    /// time-slicing the shards against each other and the clients in scheduler quanta.
+    /// The shards' cores are kelp's alone: keep spinning even when shards wait for cores.
+    /// Without it, when a shard keeps waiting for a core (more busy threads than cores: a small
+    /// VM, a client on the same host), every shard parks when idle for a while and may run on
+    /// any of kelp's cores, instead of time-slicing with the clients in scheduler quanta.
     #[arg(long, env = "KELP_DEDICATED_CORES")]
     pub dedicated_cores: bool,
 

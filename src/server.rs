@@ -95,14 +95,7 @@ fn spawn_shards(
         let seaweed = seaweed.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("kelp-shard-{id}"))
-            // Glommio's own spin before sleeping cannot be turned off while it runs, so it
-            // spins only on dedicated cores; elsewhere the shard's tasks spin themselves, and
-            // stop when the cores are found shared (shard::spin).
-            .spin_before_park(if config.dedicated_cores {
-                config.spin()
-            } else {
-                Duration::ZERO
-            })
+            .spin_before_park(config.spin())
             .preempt_timer(Duration::from_micros(config.preempt_us))
             .io_memory(256 * 1024)
             .spawn(move || shard_main(id, config, mesh, metrics, ends, bells, ready, seaweed))
