@@ -13,7 +13,11 @@
 #      (tests/interop/python/confluent_roundtrip.py fetch-limits compacted-keys);
 #   5. the application suites of the interop matrix (Kafka Streams, Kafka Connect) through kelp B;
 #   6. SeaweedFS's own gateway (`weed mq.kafka.gateway`) starts on the same stack: records
-#      produced through kelp are read through it and the other way round (gateway_interop.py).
+#      produced through kelp are read through it and the other way round (gateway_interop.py);
+#   7. committed offsets: kelp C without a filer stores them as records of the offsets topic (as
+#      kelps before the filer store did); kelp D with a filer, in a new cluster, moves them to
+#      one filer entry per group, keeps 300 more commits in that entry, and a restarted D finds
+#      them (tests/seaweedmq/offsets_store.py).
 # Kelp is restarted by rolling rather than stop-then-start because SeaweedFS (4.44 to 4.53)
 # unloads a partition the moment its last publisher leaves and reloads it with its offsets
 # reset; see ARCHITECTURE.md ("SeaweedMQ backend").
@@ -59,17 +63,33 @@ BROKER=127.0.0.1:${SEAWEEDMQ_BROKER_PORT:-17777}
 banner "seaweedmq: the gRPC core against the broker (tests/seaweedmq_core.rs)"
 KELP_SEAWEEDMQ=$BROKER cargo test --release --test seaweedmq_core
 
-# start_kelp NAME NODE_ID: starts kelp and waits until it listens; sets KELP_PORT and
-# KELP_PID. Its log is $RUN_DIR/kelp-NAME.log.
+FILER=127.0.0.1:${SEAWEEDMQ_FILER_PORT:-8888}
+
+# start_kelp NAME NODE_ID [FLAGS...]: starts kelp (with the stack's filer unless FLAGS say
+# --no-filer) and waits until it listens; sets KELP_PORT and KELP_PID. Its log is
+# $RUN_DIR/kelp-NAME.log.
 start_kelp() {
-    local name=$1
+    local name=$1 node=$2
+    shift 2
+    local filer=(--seaweedmq-filer "$FILER")
+    if [ "${1:-}" = --no-filer ]; then
+        filer=()
+        shift
+    fi
     KELP_PORT=$(free_port)
     RUST_LOG=${RUST_LOG:-info} "$KELP_BIN" --backend seaweedmq --seaweedmq "$BROKER" \
-        --seaweedmq-filer "127.0.0.1:${SEAWEEDMQ_FILER_PORT:-8888}" --node-id "$2" \
+        "${filer[@]}" --node-id "$node" "$@" \
         --listen "127.0.0.1:$KELP_PORT" >"$RUN_DIR/kelp-$name.log" 2>&1 &
     KELP_PID=$!
     PIDS+=("$KELP_PID")
     wait_listening "$KELP_PORT" "$KELP_PID" "$RUN_DIR/kelp-$name.log" 60 "kelp $name"
+}
+
+# stop_kelp PID NAME: SIGTERM, and it must be gone within 10 s.
+stop_kelp() {
+    kill -TERM "$1"
+    for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+    die "kelp $2 did not exit within 10 s of SIGTERM"
 }
 
 PREFIX=swmq-$(rand_hex)
@@ -89,6 +109,7 @@ run_phase produce "$PORT_A" || true
 banner "seaweedmq: kelp B joins kelp A's cluster, then kelp A stops (SIGTERM)"
 start_kelp B 2
 PORT_B=$KELP_PORT
+PID_B=$KELP_PID
 # A rolling restart: B joins, the two share the partitions, then A leaves and B takes them all.
 deadline=$((SECONDS + 120))
 until grep -q 'settled with members \[1, 2\]' "$RUN_DIR/kelp-B.log"; do
@@ -96,9 +117,7 @@ until grep -q 'settled with members \[1, 2\]' "$RUN_DIR/kelp-B.log"; do
     sleep 0.2
 done
 grep -m1 'settled with members' "$RUN_DIR/kelp-B.log"
-kill -TERM "$PID_A"
-for _ in $(seq 1 100); do kill -0 "$PID_A" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$PID_A" 2>/dev/null && die "kelp A did not exit within 10 s of SIGTERM"
+stop_kelp "$PID_A" A
 grep -m1 'left; the others take' "$RUN_DIR/kelp-A.log" || die "kelp A did not leave the cluster cleanly"
 
 banner "seaweedmq: read everything back through kelp B; the group resumes at its commits"
@@ -137,8 +156,28 @@ KELP_BOOTSTRAP=127.0.0.1:$PORT_B GATEWAY_BOOTSTRAP=127.0.0.1:$GW_PORT KELP_TOPIC
     timeout 600 "$VENV/bin/python" tests/seaweedmq/gateway_interop.py 2>"$RUN_DIR/gateway.log" |
     tee -a "$RESULTS" || true
 
-# 18 of the programs above plus one per application suite.
-EXPECTED=20
+banner "seaweedmq: committed offsets from the topic (kelp C, no filer) to one filer entry per group (kelp D)"
+stop_kelp "$PID_B" B
+OFFSETS_STATE=$RUN_DIR/offsets-store.json
+offsets_phase() { # offsets_phase MODE PORT [ENV...]
+    local mode=$1 port=$2
+    shift 2
+    env KELP_BOOTSTRAP="127.0.0.1:$port" KELP_TOPIC_PREFIX="$PREFIX" "$@" timeout 600 \
+        "$VENV/bin/python" tests/seaweedmq/offsets_store.py "$mode" "$OFFSETS_STATE" \
+        2>"$RUN_DIR/offsets-$mode.log" | tee -a "$RESULTS" || true
+}
+start_kelp C 3 --no-filer
+offsets_phase legacy "$KELP_PORT"
+stop_kelp "$KELP_PID" C
+MIGRATE_CLUSTER=$PREFIX-migrate
+start_kelp D 4 --cluster-id "$MIGRATE_CLUSTER"
+offsets_phase migrated "$KELP_PORT" KELP_FILER_HTTP="$FILER" KELP_CLUSTER_ID="$MIGRATE_CLUSTER"
+stop_kelp "$KELP_PID" D
+start_kelp D2 4 --cluster-id "$MIGRATE_CLUSTER"
+offsets_phase restarted "$KELP_PORT"
+
+# 22 of the programs above plus one per application suite.
+EXPECTED=24
 passed=$(grep -c '^RESULT|.*|pass|' "$RESULTS" || true)
 failed=$(grep -c '^RESULT|.*|fail|' "$RESULTS" || true)
 others=$(grep -c '^RESULT' "$RESULTS" || true)

@@ -78,6 +78,12 @@ pub mod limits {
     /// Partitions of kelp's offsets topic when kelp creates it (groups are spread over them,
     /// and over the instances of a cluster with them). A topic that exists keeps its count.
     pub const SEAWEEDMQ_OFFSETS_PARTITIONS: i32 = 8;
+    /// Filer entries read per call when a coordinator loads its groups' committed offsets.
+    pub const SEAWEEDMQ_OFFSETS_LIST_PAGE: u32 = 1_024;
+    /// Largest filer entry of one group's committed offsets (with their metadata); a commit
+    /// that would make it larger is refused with OFFSET_METADATA_TOO_LARGE. Under the 4 MiB a
+    /// gRPC client decodes by default, with room to spare.
+    pub const SEAWEEDMQ_GROUP_ENTRY_BYTES_MAX: usize = 2 << 20;
     /// How often shard 0 looks for topics made elsewhere (another kelp, another gateway).
     pub const SEAWEEDMQ_TOPICS_REFRESH_MS: u64 = 5_000;
     /// Largest `--node-id` (producer ids carry it in 10 bits, so that instances never hand
@@ -168,7 +174,9 @@ pub struct Config {
     /// gRPC to PORT+10000) or HOST:PORT.GRPCPORT. kelp keeps each partition's mark there (how
     /// far its acknowledged records reach), so that after a restart it can tell whether
     /// SeaweedMQ kept them all, and fence a partition that lost records instead of serving it.
-    /// Without it, kelp checks only what it saw itself since it started.
+    /// Committed offsets live there too (one entry per group). Without it, kelp checks only
+    /// what it saw itself since it started, runs alone, and stores every commit as a record
+    /// of a topic that only grows.
     #[arg(long, env = "KELP_SEAWEEDMQ_FILER")]
     pub seaweedmq_filer: Option<String>,
 

@@ -130,7 +130,8 @@ fn start_grpc_core(config: &Config) -> anyhow::Result<Option<SeaweedHandle>> {
                     log::warn!(
                         "no --seaweedmq-filer: kelp cannot tell after a restart whether SeaweedMQ \
                          kept every record it acknowledged (stock SeaweedFS 4.44-4.53 may not), \
-                         so it checks only what this process sees"
+                         so it checks only what this process sees; it runs alone, and stores \
+                         every offset commit as a record of a topic that only grows"
                     );
                     None
                 }

@@ -107,10 +107,13 @@ pub(crate) enum FilerCall {
         directory: String,
         name: String,
         content: bytes::Bytes,
-        reply: Reply<()>,
+        exclusive: bool,
+        reply: Reply<bool>,
     },
     ListEntries {
         directory: String,
+        start_after: String,
+        limit: u32,
         reply: Reply<Vec<(String, bytes::Bytes)>>,
     },
     DeleteEntry {
@@ -466,13 +469,20 @@ impl Core {
                 directory,
                 name,
                 content,
+                exclusive,
                 reply,
-            } => answer(reply, filer.put_entry(&directory, &name, content).await),
-            FilerCall::ListEntries { directory, reply } => answer(
+            } => answer(
                 reply,
-                filer
-                    .list_entries(&directory, limits::CLUSTER_MEMBERS_MAX as u32)
-                    .await,
+                filer.put_entry(&directory, &name, content, exclusive).await,
+            ),
+            FilerCall::ListEntries {
+                directory,
+                start_after,
+                limit,
+                reply,
+            } => answer(
+                reply,
+                filer.list_entries(&directory, &start_after, limit).await,
             ),
             FilerCall::DeleteEntry {
                 directory,

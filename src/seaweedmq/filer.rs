@@ -204,13 +204,15 @@ impl Filer {
         }
     }
 
-    /// Writes (or replaces) the file `directory/name` with `content`.
+    /// Writes (or replaces) the file `directory/name` with `content`; with `exclusive`, only
+    /// if it does not exist yet. Whether it was written (`false`: it existed, left as it was).
     pub(crate) async fn put_entry(
         &self,
         directory: &str,
         name: &str,
         content: Bytes,
-    ) -> SeaweedResult<()> {
+        exclusive: bool,
+    ) -> SeaweedResult<bool> {
         let mut client = self.client.clone();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -228,25 +230,31 @@ impl Filer {
                 }),
                 content,
             }),
-            o_excl: false,
+            o_excl: exclusive,
         };
         let r = self.bounded(client.create_entry(request)).await?;
+        if exclusive && r.error.contains("already exists") {
+            return Ok(false);
+        }
         if !r.error.is_empty() {
             return Err(self.unavailable(format!("create {directory}/{name}: {}", r.error)));
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Every file in `directory` with its content (up to `limit`); an absent directory has
-    /// none.
+    /// The files in `directory` named after `start_after` (all: empty), in name order, with
+    /// their contents (up to `limit`); an absent directory has none.
     pub(crate) async fn list_entries(
         &self,
         directory: &str,
+        start_after: &str,
         limit: u32,
     ) -> SeaweedResult<Vec<(String, Bytes)>> {
         let mut client = self.client.clone();
         let request = ListEntriesRequest {
             directory: directory.to_string(),
+            start_from_file_name: start_after.to_string(),
+            inclusive_start_from: false,
             limit,
             ..ListEntriesRequest::default()
         };

@@ -516,7 +516,7 @@ impl SeaweedHandle {
             .await
     }
 
-    /// Writes a small file in the filer.
+    /// Writes (or replaces) a small file in the filer.
     pub async fn put_entry(
         &self,
         directory: &str,
@@ -524,25 +524,57 @@ impl SeaweedHandle {
         content: Bytes,
         timeout: Duration,
     ) -> SeaweedResult<()> {
+        self.create_entry(directory, name, content, false, timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes a small file in the filer; with `exclusive`, only if it does not exist yet.
+    /// Whether it was written.
+    pub async fn create_entry(
+        &self,
+        directory: &str,
+        name: &str,
+        content: Bytes,
+        exclusive: bool,
+        timeout: Duration,
+    ) -> SeaweedResult<bool> {
         let (directory, name) = (directory.to_string(), name.to_string());
         self.filer_call(timeout, |reply| core::FilerCall::PutEntry {
             directory,
             name,
             content,
+            exclusive,
             reply,
         })
         .await
     }
 
-    /// The files of a filer directory, with their contents.
+    /// The files of a filer directory (at most `limits::CLUSTER_MEMBERS_MAX`), with their
+    /// contents.
     pub async fn list_entries(
         &self,
         directory: &str,
         timeout: Duration,
     ) -> SeaweedResult<Vec<(String, Bytes)>> {
-        let directory = directory.to_string();
+        let limit = crate::config::limits::CLUSTER_MEMBERS_MAX as u32;
+        self.list_entries_after(directory, "", limit, timeout).await
+    }
+
+    /// Up to `limit` files of a filer directory named after `start_after`, in name order,
+    /// with their contents: a page of a directory too large to list at once.
+    pub async fn list_entries_after(
+        &self,
+        directory: &str,
+        start_after: &str,
+        limit: u32,
+        timeout: Duration,
+    ) -> SeaweedResult<Vec<(String, Bytes)>> {
+        let (directory, start_after) = (directory.to_string(), start_after.to_string());
         self.filer_call(timeout, |reply| core::FilerCall::ListEntries {
             directory,
+            start_after,
+            limit,
             reply,
         })
         .await

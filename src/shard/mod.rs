@@ -67,7 +67,7 @@ pub(crate) enum Backend {
     /// The embedded backend: records in memory on the owning shard.
     Memory(memory::MemoryPartitions),
     /// Records in SeaweedMQ, reached through the gRPC core.
-    Seaweed(seaweed::SeaweedShard),
+    Seaweed(Box<seaweed::SeaweedShard>),
 }
 
 /// What the shard's backend-neutral code (installing topic tables, long-poll waits) needs of
@@ -134,7 +134,7 @@ impl Shard {
             offset_metadata_max_bytes: limits::OFFSET_METADATA_BYTES_MAX,
         }));
         let backend = match seaweed {
-            Some(handle) => Backend::Seaweed(seaweed::SeaweedShard::new(handle)),
+            Some(handle) => Backend::Seaweed(Box::new(seaweed::SeaweedShard::new(handle))),
             None => Backend::Memory(memory::MemoryPartitions::default()),
         };
         // On the shard's thread the default core list would be read from its own (pinned)

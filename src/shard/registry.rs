@@ -21,6 +21,16 @@ impl Shard {
         op: RegistryOp,
     ) -> Result<Arc<TopicMeta>, RegistryError> {
         let registry = self.registry.as_ref().expect("registry ops go to shard 0");
+        let sets_configs = matches!(
+            &op,
+            RegistryOp::Create {
+                validate_only: false,
+                ..
+            } | RegistryOp::AlterConfigs {
+                validate_only: false,
+                ..
+            }
+        );
         // The backend first: on SeaweedMQ, only what it accepted enters the table.
         if let Backend::Seaweed(_) = &self.backend {
             if let Some(answer) = self.seaweed_before_registry(&op).await? {
@@ -45,6 +55,9 @@ impl Shard {
         };
         if let Some(table) = changed {
             self.install_everywhere(table).await;
+        }
+        if let (Backend::Seaweed(_), true, Ok(meta)) = (&self.backend, sets_configs, &result) {
+            tell_of_compaction(meta);
         }
         result
     }
@@ -172,5 +185,23 @@ impl Shard {
             }
         }
         partitions.len()
+    }
+}
+
+/// SeaweedMQ keeps every record it was given (kelp cannot rewrite a broker's log files under
+/// it): a compacted topic there is validated (every record keyed) but never compacted, and
+/// the operator who asked for compaction hears it.
+fn tell_of_compaction(meta: &TopicMeta) {
+    let policy = meta
+        .configs
+        .get("cleanup.policy")
+        .map_or("", String::as_str);
+    if policy.contains("compact") {
+        log::warn!(
+            "topic {:?}: cleanup.policy={policy} accepted, but SeaweedMQ keeps every record: \
+             records without a key are refused, older values of a key are not removed \
+             (readers from the start see each key's latest value, after older ones)",
+            meta.name
+        );
     }
 }

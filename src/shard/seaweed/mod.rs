@@ -6,8 +6,8 @@
 //!   the owner knows of its range and the batches kelp published;
 //! - [`read`]: fetch, ListOffsets and the partition's range from the broker;
 //! - [`topics`]: create, load and adopt topics (shard 0), hold every partition open;
-//! - [`offsets`]: committed offsets in the topic [`OFFSETS_TOPIC`], in the record layout of
-//!   [`offset_records`];
+//! - [`offsets`]: committed offsets, stored per group in the filer ([`offset_entries`]) or,
+//!   without one, in the topic [`OFFSETS_TOPIC`] (layouts in [`offset_records`]);
 //! - [`serving`]: what this instance serves, in line with the cluster view;
 //! - [`membership`]: the cluster's members, found in the filer (shard 0).
 //!
@@ -16,6 +16,7 @@
 
 pub mod cache;
 mod membership;
+mod offset_entries;
 mod offset_records;
 mod offsets;
 pub mod partition;
@@ -58,6 +59,9 @@ pub(crate) struct SeaweedShard {
     /// The partitions of [`OFFSETS_TOPIC`] whose groups this instance serves: this shard's
     /// share of those groups is served once their commits are replayed.
     pub offsets: RefCell<HashMap<i32, OffsetsPart>>,
+    /// Groups whose committed offsets are being written, each with the lock that puts their
+    /// writes in line (`Shard::one_write_at_a_time`).
+    pub group_writes: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
     /// Shard 0: the offsets partitions whose publish streams it holds open.
     pub offsets_attached: RefCell<HashSet<i32>>,
     /// Counts partition terms (see `SeaweedPartition::incarnation`).
@@ -74,6 +78,7 @@ impl SeaweedShard {
             handle,
             partitions: RefCell::default(),
             offsets: RefCell::default(),
+            group_writes: RefCell::default(),
             offsets_attached: RefCell::default(),
             incarnations: Cell::new(0),
             creating: RefCell::default(),

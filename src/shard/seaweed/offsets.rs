@@ -1,14 +1,18 @@
-//! Committed offsets on the SeaweedMQ backend: every commit is written to the internal
-//! SeaweedMQ topic [`OFFSETS_TOPIC`] (in the Kafka namespace, hidden from Kafka clients) before
-//! the client hears it succeeded. A group's commits go to one partition of it
-//! ([`super::offsets_partition`]); the instance that leads that partition coordinates the
-//! group, and when it takes the partition each of its shards replays it to rebuild the offsets
-//! of its share of the groups. The latest record per key wins; an empty value is a tombstone
-//! (DeleteGroups, OffsetDelete). The record layout is [`super::offset_records`].
+//! Committed offsets on the SeaweedMQ backend: every commit is stored before the client hears
+//! it succeeded. A group belongs to one partition q of the offsets topic [`OFFSETS_TOPIC`]
+//! ([`super::offsets_partition`]); the instance that leads q coordinates the group, and when it
+//! takes q each of its shards loads the offsets of its share of q's groups.
 //!
-//! Until a shard's replay is done, the partition's groups answer COORDINATOR_LOAD_IN_PROGRESS,
-//! which every client retries; groups another instance coordinates answer NOT_COORDINATOR. The
-//! topic only grows; SeaweedMQ's retention (or a future snapshot record) bounds replay time.
+//! Where they are stored:
+//! - with a filer (`--seaweedmq-filer`, which a cluster has): one filer entry per group,
+//!   rewritten on every commit ([`super::offset_entries`]); storage and load time are bounded
+//!   by the groups alive;
+//! - without one: one record per commit in q itself (the latest record per key wins; an empty
+//!   value is a tombstone, layout [`super::offset_records`]). That topic only grows, and a load
+//!   replays it all.
+//!
+//! Until a shard's load is done, q's groups answer COORDINATOR_LOAD_IN_PROGRESS, which every
+//! client retries; groups another instance coordinates answer NOT_COORDINATOR.
 
 use super::offset_records::{decode_key, decode_value, encode_key, encode_value, StoredCommit};
 use super::{answer, offsets_partition, OFFSETS_TOPIC};
@@ -24,15 +28,15 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// The latest commit (or tombstone) per (group, topic, partition) found in a replay.
-type Latest = HashMap<(String, String, i32), Option<StoredCommit>>;
+pub(super) type Latest = HashMap<(String, String, i32), Option<StoredCommit>>;
 
 /// One commit as the coordinator is asked to store it: (topic, partition, offset, leader epoch,
 /// metadata).
-type Commit = (String, i32, i64, i32, Option<String>);
+pub(super) type Commit = (String, i32, i64, i32, Option<String>);
 
 impl Shard {
-    /// Group ops on the SeaweedMQ backend: commits and deletions are written to SeaweedMQ
-    /// first; everything else is the coordinator's as on the memory backend.
+    /// Group ops on the SeaweedMQ backend: commits and deletions are stored first (one write
+    /// of a group at a time); everything else is the coordinator's as on the memory backend.
     pub(in crate::shard) async fn seaweed_group_op(self: &Rc<Self>, op: GroupOp) -> GroupReply {
         if let Some(code) = op.group_id().and_then(|g| self.group_not_served(g)) {
             return GroupReply::Code(code);
@@ -45,63 +49,91 @@ impl Shard {
                 generation,
                 offsets,
             } => {
-                let now = Instant::now();
-                let checked = self.groups.borrow_mut().check_commit(
-                    &group,
-                    &member,
-                    instance.as_deref(),
-                    generation,
-                    now,
-                );
-                match checked {
-                    Err(e) => GroupReply::Codes(Err(e)),
-                    Ok(()) => self.store_commit(&group, offsets, now).await,
-                }
+                let work = async {
+                    let now = Instant::now();
+                    let checked = self.groups.borrow_mut().check_commit(
+                        &group,
+                        &member,
+                        instance.as_deref(),
+                        generation,
+                        now,
+                    );
+                    match checked {
+                        Err(e) => GroupReply::Codes(Err(e)),
+                        Ok(()) => self.store_commit(&group, offsets, now).await,
+                    }
+                };
+                self.one_write_at_a_time(&group, work).await
             }
             GroupOp::Delete { group } => {
-                let keys = self.groups.borrow().offset_keys(&group);
-                let code = self.groups.borrow_mut().delete_group(&group);
-                if code == ErrorCode::None {
-                    self.write_tombstones(&group, keys).await;
-                }
-                GroupReply::Code(code)
+                let work = async {
+                    let keys = self.groups.borrow().offset_keys(&group);
+                    let code = self.groups.borrow_mut().delete_group(&group);
+                    if code == ErrorCode::None {
+                        self.store_deletion(&group, keys).await;
+                    }
+                    GroupReply::Code(code)
+                };
+                self.one_write_at_a_time(&group, work).await
             }
             GroupOp::DeleteOffsets { group, parts } => {
-                let r = self.groups.borrow_mut().delete_offsets(&group, &parts);
-                if let Ok(codes) = &r {
-                    let gone = parts
-                        .iter()
-                        .zip(codes)
-                        .filter(|(_, c)| **c == ErrorCode::None)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    self.write_tombstones(&group, gone).await;
-                }
-                GroupReply::Codes(r)
+                let work = async {
+                    let r = self.groups.borrow_mut().delete_offsets(&group, &parts);
+                    if let Ok(codes) = &r {
+                        let gone = parts
+                            .iter()
+                            .zip(codes)
+                            .filter(|(_, c)| **c == ErrorCode::None)
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        self.store_deletion(&group, gone).await;
+                    }
+                    GroupReply::Codes(r)
+                };
+                self.one_write_at_a_time(&group, work).await
             }
             other => group::apply(&self.groups, other).await,
         }
     }
 
-    /// Writes a checked commit to SeaweedMQ, then to the coordinator.
+    /// Stores a checked commit (in the group's filer entry, or as records of the offsets
+    /// topic without a filer), then gives it to the coordinator.
     async fn store_commit(
         self: &Rc<Self>,
         group: &str,
         offsets: Vec<Commit>,
         now: Instant,
     ) -> GroupReply {
-        let ms = now_ms();
         // A too-long metadata string is refused per partition by the coordinator; never stored.
-        let records: Vec<Record> = offsets
+        let kept: Vec<&Commit> = offsets
             .iter()
             .filter(|(_, _, _, _, m)| self.groups.borrow().metadata_ok(m.as_deref()))
-            .map(|(t, p, offset, epoch, metadata)| Record {
-                key: encode_key(group, t, *p),
-                value: encode_value(*offset, *epoch, ms, metadata.as_deref()),
-                ts_ns: ms.saturating_mul(1_000_000),
-            })
             .collect();
-        if let Err(e) = self.write_offsets(group, records).await {
+        let stored = if self.offsets_in_filer() {
+            let content = self.group_entry(group, &kept).encode();
+            if content.len() > limits::SEAWEEDMQ_GROUP_ENTRY_BYTES_MAX {
+                log::warn!(
+                    "group {group:?}: commit refused, its committed offsets would take {} bytes (limit {})",
+                    content.len(),
+                    limits::SEAWEEDMQ_GROUP_ENTRY_BYTES_MAX
+                );
+                let refused = vec![ErrorCode::OffsetMetadataTooLarge; offsets.len()];
+                return GroupReply::Codes(Ok(refused));
+            }
+            self.write_group_entry(group, content).await
+        } else {
+            let ms = now_ms();
+            let records = kept
+                .iter()
+                .map(|(t, p, offset, epoch, metadata)| Record {
+                    key: encode_key(group, t, *p),
+                    value: encode_value(*offset, *epoch, ms, metadata.as_deref()),
+                    ts_ns: ms.saturating_mul(1_000_000),
+                })
+                .collect();
+            self.write_offsets(group, records).await
+        };
+        if let Err(e) = stored {
             log::warn!("group {group:?}: commit not stored in SeaweedMQ: {e}");
             return GroupReply::Codes(Ok(vec![ErrorCode::CoordinatorNotAvailable; offsets.len()]));
         }
@@ -109,8 +141,25 @@ impl Shard {
         GroupReply::Codes(Ok(codes))
     }
 
-    /// Writes a group's commit records to its offsets partition (counted, so that the
-    /// partition is let go of only once no write is in flight).
+    /// Runs a write to offsets partition `q`, counted, so that the partition is let go of only
+    /// once no write is in flight.
+    pub(super) async fn counting_writes<T>(
+        &self,
+        q: i32,
+        write: impl std::future::Future<Output = T>,
+    ) -> T {
+        let count = |d: isize| {
+            if let Some(p) = self.sw().offsets.borrow_mut().get_mut(&q) {
+                p.writes = p.writes.saturating_add_signed(d);
+            }
+        };
+        count(1);
+        let out = write.await;
+        count(-1);
+        out
+    }
+
+    /// Writes a group's commit records to its offsets partition.
     async fn write_offsets(
         self: &Rc<Self>,
         group: &str,
@@ -120,33 +169,35 @@ impl Shard {
             return Ok(());
         }
         let q = offsets_partition(group, self.cluster().offsets_partitions);
-        let count = |d: isize| {
-            if let Some(p) = self.sw().offsets.borrow_mut().get_mut(&q) {
-                p.writes = p.writes.saturating_add_signed(d);
+        let write = async {
+            match self.sw().handle.publish_now(OFFSETS_TOPIC, q, records) {
+                Ok(rx) => answer(self, rx).await.map(|_| ()),
+                Err(e) => Err(e),
             }
         };
-        count(1);
-        let written = match self.sw().handle.publish_now(OFFSETS_TOPIC, q, records) {
-            Ok(rx) => answer(self, rx).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        count(-1);
-        written
+        self.counting_writes(q, write).await
     }
 
-    /// Deleted offsets must stay deleted after a restart; a failure is logged (the offsets
-    /// would come back on the next start).
-    async fn write_tombstones(self: &Rc<Self>, group: &str, keys: Vec<(String, i32)>) {
-        let ms = now_ms();
-        let records = keys
-            .iter()
-            .map(|(t, p)| Record {
-                key: encode_key(group, t, *p),
-                value: Bytes::new(),
-                ts_ns: ms.saturating_mul(1_000_000),
-            })
-            .collect();
-        if let Err(e) = self.write_offsets(group, records).await {
+    /// Deleted offsets must stay deleted after a restart (the coordinator has let go of them
+    /// already); a failure is logged (the offsets would come back on the next start).
+    async fn store_deletion(self: &Rc<Self>, group: &str, keys: Vec<(String, i32)>) {
+        let stored = if self.offsets_in_filer() {
+            // The entry as the coordinator now has it: without them (none left: a tombstone).
+            let content = self.group_entry(group, &[]).encode();
+            self.write_group_entry(group, content).await
+        } else {
+            let ms = now_ms();
+            let records = keys
+                .iter()
+                .map(|(t, p)| Record {
+                    key: encode_key(group, t, *p),
+                    value: Bytes::new(),
+                    ts_ns: ms.saturating_mul(1_000_000),
+                })
+                .collect();
+            self.write_offsets(group, records).await
+        };
+        if let Err(e) = stored {
             log::error!("group {group:?}: deleted offsets not recorded in SeaweedMQ ({e}); they return after a restart");
         }
     }
@@ -162,11 +213,12 @@ impl Shard {
             if self.stopping.get() || !wanted(self) {
                 return;
             }
-            match self.replay_offsets(&handle, q).await {
-                Ok((records, kept)) if wanted(self) => {
+            match self.load_offsets(&handle, q).await {
+                Ok((read, kept)) if wanted(self) => {
                     log::info!(
-                        "shard {}: committed offsets of {OFFSETS_TOPIC}[{q}] loaded ({records} records replayed, {kept} offsets kept)",
-                        self.id
+                        "shard {}: committed offsets of offsets partition {q} loaded ({read} {} read, {kept} offsets kept)",
+                        self.id,
+                        if self.offsets_in_filer() { "group entries" } else { "records" }
                     );
                     if let Some(p) = self.sw().offsets.borrow_mut().get_mut(&q) {
                         p.loaded = true;
@@ -184,15 +236,33 @@ impl Shard {
         }
     }
 
-    /// Reads offsets partition `q` whole and restores the latest commit of each of this
-    /// shard's groups' partitions; returns (records read, offsets kept).
-    async fn replay_offsets(
+    /// Reads the committed offsets of offsets partition `q` for this shard's groups into the
+    /// coordinator; returns (entries or records read, offsets kept).
+    async fn load_offsets(
         self: &Rc<Self>,
         handle: &SeaweedHandle,
         q: i32,
     ) -> Result<(usize, usize), SeaweedError> {
+        if self.offsets_in_filer() {
+            return self.load_group_entries(q).await;
+        }
+        let mine = |group: &str| shard_for_group(group, self.shards()) == self.id;
+        let (latest, replayed, _) = self.replay_offsets(handle, q, 0, mine).await?;
+        Ok((replayed, self.restore_commits(latest)))
+    }
+
+    /// Reads the topic's partition `q` from `from` to its end and keeps the latest commit of
+    /// each partition of the groups `keep` wants; returns them, the records read and the
+    /// offset read to.
+    pub(super) async fn replay_offsets(
+        self: &Rc<Self>,
+        handle: &SeaweedHandle,
+        q: i32,
+        from: i64,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<(Latest, usize, i64), SeaweedError> {
         let mut latest = Latest::new();
-        let mut offset = 0i64;
+        let mut offset = from;
         let mut replayed = 0usize;
         loop {
             let fetched = self
@@ -222,11 +292,11 @@ impl Shard {
             }
             for m in &f.messages {
                 replayed += 1;
-                self.take_commit(&mut latest, &m.key, &m.value);
+                take_commit(&mut latest, &m.key, &m.value, &keep);
             }
             offset += f.messages.len() as i64;
         }
-        Ok((replayed, self.restore_commits(latest)))
+        Ok((latest, replayed, offset))
     }
 
     /// Shard 0, at start: makes sure the offsets topic exists (with
@@ -269,28 +339,8 @@ impl Shard {
         Ok(config.partition_count)
     }
 
-    /// Keeps one replayed record if its group is this shard's.
-    fn take_commit(&self, latest: &mut Latest, key: &[u8], value: &[u8]) {
-        let Some(key) = decode_key(key) else {
-            log::warn!("{OFFSETS_TOPIC}: skipping a record with an unreadable key");
-            return;
-        };
-        if shard_for_group(&key.0, self.shards()) != self.id {
-            return;
-        }
-        match decode_value(value) {
-            Some(v) => {
-                latest.insert(key, v);
-            }
-            None => log::warn!(
-                "{OFFSETS_TOPIC}: skipping an unreadable commit of group {:?}",
-                key.0
-            ),
-        }
-    }
-
     /// Restores the replayed commits younger than the offsets retention; returns how many.
-    fn restore_commits(&self, latest: Latest) -> usize {
+    pub(super) fn restore_commits(&self, latest: Latest) -> usize {
         let retention_ms = (self.config.offsets_retention_minutes as i64).saturating_mul(60_000);
         let now = Instant::now();
         let now_wall = now_ms();
@@ -317,5 +367,25 @@ impl Shard {
             kept += 1;
         }
         kept
+    }
+}
+
+/// Keeps one replayed record if `keep` wants its group.
+fn take_commit(latest: &mut Latest, key: &[u8], value: &[u8], keep: &impl Fn(&str) -> bool) {
+    let Some(key) = decode_key(key) else {
+        log::warn!("{OFFSETS_TOPIC}: skipping a record with an unreadable key");
+        return;
+    };
+    if !keep(&key.0) {
+        return;
+    }
+    match decode_value(value) {
+        Some(v) => {
+            latest.insert(key, v);
+        }
+        None => log::warn!(
+            "{OFFSETS_TOPIC}: skipping an unreadable commit of group {:?}",
+            key.0
+        ),
     }
 }
