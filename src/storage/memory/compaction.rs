@@ -9,25 +9,66 @@
 //! as many to clean) and runs on the shard that owns the partition, from its retention sweep.
 //! The key index (key -> offset of its latest record) is kept between passes and extended as
 //! batches arrive; a cleaning cycle walks the cleanable batches from the log start and runs
-//! only while something may be removable.
+//! only while something may be removable. The index holds only keys the log still has: a key
+//! whose latest record is a tombstone that expired, or whose latest record left with the log
+//! start (retention on `compact,delete`, DeleteRecords), is forgotten, so the index is bounded
+//! by the log's live keys, not by every key ever written.
 
 use super::{MemoryLog, StoredBatch};
 use crate::config::limits;
 use crate::protocol::batch::{self, RecordView};
 use crate::storage::CompactionConfig;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What compaction remembers of a log between passes.
 #[derive(Default)]
 pub(super) struct KeyIndex {
     /// Each key's latest offset, over the offsets below `indexed_end`.
     latest: HashMap<Bytes, i64>,
+    /// The same keys by their latest offset (sharing the key bytes), so that those the log
+    /// start passed are found without walking every key.
+    by_offset: BTreeMap<i64, Bytes>,
     indexed_end: i64,
     /// Where the running cleaning cycle goes on.
     cursor: Option<i64>,
     /// A record became obsolete, or a tombstone waits to expire, since the last cycle began.
     dirty: bool,
+}
+
+impl KeyIndex {
+    /// Records `key`'s latest offset; whether it had an older one.
+    fn note(&mut self, key: Bytes, offset: i64) -> bool {
+        let older = self.latest.insert(key.clone(), offset);
+        if let Some(o) = older {
+            self.by_offset.remove(&o);
+        }
+        self.by_offset.insert(offset, key);
+        older.is_some()
+    }
+
+    /// Forgets a key whose last record left the log.
+    fn forget(&mut self, key: &[u8]) {
+        if let Some(o) = self.latest.remove(key) {
+            self.by_offset.remove(&o);
+        }
+    }
+
+    /// Forgets the keys whose latest record is below `log_start`: no record of theirs is left.
+    fn forget_below(&mut self, log_start: i64) {
+        while let Some(first) = self.by_offset.first_entry() {
+            if *first.key() >= log_start {
+                return;
+            }
+            let key = first.remove();
+            self.latest.remove(&key);
+        }
+    }
+
+    /// Keys indexed now.
+    pub(super) fn len(&self) -> usize {
+        self.latest.len()
+    }
 }
 
 /// What one pass did.
@@ -42,8 +83,12 @@ impl MemoryLog {
     /// One bounded compaction pass (a no-op unless the topic is compacted).
     pub fn compact(&mut self, now_ms: i64) -> Compacted {
         let Some(cfg) = self.config.compaction else {
+            if self.keys.len() > 0 {
+                self.keys = KeyIndex::default(); // no longer compacted
+            }
             return Compacted::default();
         };
+        self.keys.forget_below(self.log_start);
         self.index_keys(limits::COMPACTION_BATCHES_PER_PASS);
         if !self.keys.dirty && self.keys.cursor.is_none() {
             return Compacted::default();
@@ -73,7 +118,7 @@ impl MemoryLog {
             self.keys.indexed_end = b.last_offset + 1;
         }
         for (key, offset, tombstone) in seen {
-            let replaced = self.keys.latest.insert(key, offset).is_some();
+            let replaced = self.keys.note(key, offset);
             self.keys.dirty |= replaced || tombstone;
         }
     }
@@ -133,6 +178,8 @@ impl MemoryLog {
         let body = batch::records_section(&b.data, limits::BATCH_DECOMPRESSED_BYTES_MAX).ok()?;
         let records = batch::parse_records(&body).ok()?;
         let expired = now_ms - b.append_ms >= cfg.delete_retention_ms;
+        // Keys whose expiring tombstone was their last record: the log has nothing of them left.
+        let mut gone: Vec<Bytes> = Vec::new();
         let kept: Vec<RecordView<'_>> = records
             .iter()
             .filter(|r| {
@@ -142,10 +189,16 @@ impl MemoryLog {
                 let latest = self.keys.latest.get(key) == Some(&(b.base_offset + r.offset_delta));
                 let tombstone = r.value.is_none();
                 *tombstones_left |= latest && tombstone && !expired;
+                if latest && tombstone && expired {
+                    gone.push(Bytes::copy_from_slice(key));
+                }
                 latest && !(tombstone && expired)
             })
             .cloned()
             .collect();
+        for key in &gone {
+            self.keys.forget(key);
+        }
         if kept.len() == records.len() {
             return None;
         }
@@ -320,6 +373,60 @@ mod tests {
             vec![((n - 1) as i64, "k".into(), Some(format!("v{}", n - 1)))]
         );
         assert_eq!(l.size_bytes(), l.read(0, usize::MAX, true).unwrap().bytes);
+    }
+
+    #[test]
+    fn keys_deleted_by_expired_tombstones_leave_the_index() {
+        let mut l = log(0);
+        for i in 0..50 {
+            append(&mut l, &[(&format!("k{i}"), Some("v"))], 0);
+        }
+        for i in 0..50 {
+            append(&mut l, &[(&format!("k{i}"), None)], 0);
+        }
+        append(&mut l, &[("z", Some("z1"))], 0);
+        until_done(&mut l, 1_000);
+        assert_eq!(
+            l.keys.len(),
+            51,
+            "tombstones still readable: their keys stay"
+        );
+        until_done(&mut l, DAY + 1);
+        assert_eq!(read_all(&l), vec![(100, "z".into(), Some("z1".into()))]);
+        assert_eq!(
+            l.keys.len(),
+            1,
+            "only z is left in the log, so only z is indexed"
+        );
+        assert_eq!(l.keys.by_offset.len(), 1);
+    }
+
+    #[test]
+    fn keys_that_left_with_retention_leave_the_index() {
+        // compact,delete with a byte bound: every batch a new key, as an event log keyed by id.
+        let mut l = MemoryLog::new(LogConfig {
+            retention_bytes: 4_096,
+            retention_ms: -1,
+            delete: true,
+            compaction: Some(CompactionConfig {
+                delete_retention_ms: DAY,
+                min_lag_ms: 0,
+            }),
+        });
+        for i in 0..2_000 {
+            append(&mut l, &[(&format!("id-{i}"), Some("event"))], 0);
+            l.enforce_retention(0);
+            l.compact(0);
+        }
+        until_done(&mut l, 0);
+        let live = read_all(&l).len();
+        assert!(live < 100, "retention keeps a few batches, not {live}");
+        assert_eq!(
+            l.keys.len(),
+            live,
+            "the index holds the log's keys, not all 2,000"
+        );
+        assert_eq!(l.keys.by_offset.len(), live);
     }
 
     #[test]
