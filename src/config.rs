@@ -11,6 +11,13 @@ pub mod limits {
     pub const MESH_QUEUE_DEPTH: usize = 4096;
     /// Requests one connection may have in flight before kelp stops reading from it.
     pub const CONNECTION_IN_FLIGHT_MAX: usize = 64;
+    /// Consecutive produce/fetch requests that all go to one other shard before a connection
+    /// moves there (`conn`): enough to tell a client bound to one partition's owner from one
+    /// that wanders.
+    pub const CONNECTION_HANDOFF_STREAK: u32 = 16;
+    /// A connection that moved moves again only after this long, so that one alternating
+    /// between owners does not bounce at every streak.
+    pub const CONNECTION_HANDOFF_INTERVAL_MS: u64 = 1_000;
     /// Initial size of a connection's read buffer; it grows to the largest frame seen.
     pub const READ_BUFFER_BYTES: usize = 64 * 1024;
     /// A compressed batch may not expand beyond this while being validated.

@@ -6,6 +6,14 @@
 //! activity (busy-polling: about 7 us per loopback round trip here, against about 80 us when a
 //! thread must be woken). After that it parks on glommio's io_uring `peek`, which costs nothing
 //! while the connection is idle.
+//!
+//! **Moving to the owner.** A connection lives on the shard the kernel gave it; a request for a
+//! partition another shard owns crosses to it and back, two wake-ups when shards park (shared
+//! cores). A connection whose last `CONNECTION_HANDOFF_STREAK` produce and fetch requests all
+//! went to one other shard moves there between requests, when nothing is in flight or
+//! buffered: the socket is duplicated to the owner, which reads on from it, and this shard
+//! closes its own descriptor (never `shutdown`, which would end the socket for both). Clients
+//! that spread over partitions of several shards (most producers with many partitions) stay.
 
 use crate::config::limits;
 use crate::handlers;
@@ -95,6 +103,97 @@ fn send_nonblocking(fd: RawFd, data: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Where a connection's partition requests have gone lately, to move it there.
+#[derive(Default)]
+struct Affinity {
+    /// The other shard every request of the streak went to.
+    shard: Option<usize>,
+    streak: u32,
+}
+
+impl Affinity {
+    /// Counts a request: `None` if it names no partition (metadata, group ops), `Some(None)`
+    /// if its partitions are spread or unknown, `Some(Some(s))` if shard `s` owns them all.
+    fn observe(&mut self, owner: Option<Option<usize>>, me: usize) {
+        match owner {
+            None => {}
+            Some(Some(s)) if s != me => {
+                if self.shard == Some(s) {
+                    self.streak = self.streak.saturating_add(1);
+                } else {
+                    *self = Affinity {
+                        shard: Some(s),
+                        streak: 1,
+                    };
+                }
+            }
+            Some(_) => *self = Affinity::default(),
+        }
+    }
+
+    fn due(&self) -> Option<usize> {
+        self.shard
+            .filter(|_| self.streak >= limits::CONNECTION_HANDOFF_STREAK)
+    }
+}
+
+/// The one shard that owns every partition a produce or fetch request names (see
+/// [`Affinity::observe`]).
+fn request_owner(shard: &Shard, req: &protocol::Request) -> Option<Option<usize>> {
+    use kafka_protocol::messages::RequestKind;
+    let shards = shard.shards();
+    let mut owner = None;
+    let mut one = |topic: &str, partition: i32| {
+        let s = crate::shard::shard_for_partition(topic, partition, shards);
+        match owner {
+            None => owner = Some(Some(s)),
+            Some(Some(o)) if o != s => owner = Some(None),
+            _ => {}
+        }
+    };
+    // Newer versions name topics by id only.
+    let topics = shard.topics();
+    let name_of = |name: &str, id: &uuid::Uuid| -> Option<std::sync::Arc<str>> {
+        if name.is_empty() {
+            topics.by_id.get(id).cloned()
+        } else {
+            Some(std::sync::Arc::from(name))
+        }
+    };
+    match &req.body {
+        RequestKind::Produce(r) => {
+            for t in &r.topic_data {
+                let Some(name) = name_of(t.name.as_str(), &t.topic_id) else {
+                    return Some(None);
+                };
+                for p in &t.partition_data {
+                    one(&name, p.index);
+                }
+            }
+        }
+        RequestKind::Fetch(r) => {
+            for t in &r.topics {
+                let Some(name) = name_of(t.topic.as_str(), &t.topic_id) else {
+                    return Some(None);
+                };
+                for p in &t.partitions {
+                    one(&name, p.partition);
+                }
+            }
+        }
+        _ => return None,
+    }
+    owner
+}
+
+/// How a connection's service on this shard ended.
+pub enum Served {
+    /// Closed: its slot under `--max-connections` is free.
+    Closed,
+    /// Moved to another shard, which serves it on.
+    HandedOff,
+}
+
 /// One connection's state between turns.
 struct Conn {
     shard: Rc<Shard>,
@@ -108,10 +207,14 @@ struct Conn {
     closing: Option<Close>,
     /// A write failed: nothing more can reach the client, so the connection ends at once.
     broken: bool,
+    affinity: Affinity,
+    /// When it last moved between shards, if it did.
+    moved_at: Option<Instant>,
 }
 
-/// Serves one connection until the peer closes it, it breaks the protocol, or shutdown.
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+/// Serves one connection until the peer closes it, it breaks the protocol, shutdown, or it
+/// moves to another shard (`moved_at`: when it last did).
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, moved_at: Option<Instant>) -> Served {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -125,6 +228,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         in_flight: FuturesOrdered::new(),
         closing: None,
         broken: false,
+        affinity: Affinity::default(),
+        moved_at,
         shard,
     };
     let mut last_active = Instant::now();
@@ -137,6 +242,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         }
         if c.broken {
             break;
+        }
+        if let Some(to) = c.handoff_due() {
+            if c.hand_over(to, &stream, &peer).await {
+                return Served::HandedOff;
+            }
         }
         if progress {
             last_active = Instant::now();
@@ -158,12 +268,45 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         Some(Close::Shutdown) => log::debug!("connection from {peer} closed for shutdown"),
     }
     let _ = stream.close().await;
+    Served::Closed
 }
 
 impl Conn {
     fn fail_write(&mut self, e: io::Error) {
         self.closing = Some(Close::Io(e));
         self.broken = true;
+    }
+
+    /// The shard to move to, if the streak says so and nothing would be lost by moving now.
+    fn handoff_due(&self) -> Option<usize> {
+        let to = self.affinity.due()?;
+        let interval = std::time::Duration::from_millis(limits::CONNECTION_HANDOFF_INTERVAL_MS);
+        let quiet = self.in_flight.is_empty() && self.wbuf.is_empty() && self.rbuf.is_empty();
+        let settled = self.moved_at.is_none_or(|t| t.elapsed() >= interval);
+        let open = self.closing.is_none() && !self.broken && !self.shard.stopping.get();
+        (quiet && settled && open).then_some(to)
+    }
+
+    /// Hands the socket to shard `to` (this shard's descriptor closes as the stream drops);
+    /// whether it did.
+    async fn hand_over(&mut self, to: usize, stream: &TcpStream, peer: &str) -> bool {
+        // SAFETY: the stream owns this descriptor and outlives the borrow.
+        let own = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+        let fd = match own.try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Out of descriptors: stay (and do not try again at every turn).
+                log::debug!("connection from {peer}: cannot move to shard {to}: {e}");
+                self.affinity = Affinity::default();
+                return false;
+            }
+        };
+        log::debug!("connection from {peer} moves to shard {to}, which owns its partitions");
+        let moved_at = Instant::now();
+        self.shard
+            .hand_over_connection(to, crate::shard::Handoff { fd, moved_at })
+            .await;
+        true
     }
 
     fn can_read(&self) -> bool {
@@ -234,6 +377,8 @@ impl Conn {
         let timer = RequestTimer::start(self.shard.metrics, slot, FRAME_PREFIX_BYTES + frame.len());
         match protocol::decode_request(frame) {
             Ok(req) => {
+                let owner = request_owner(&self.shard, &req);
+                self.affinity.observe(owner, self.shard.id);
                 let handled = handlers::handle(self.shard.clone(), req);
                 self.in_flight.push_back(Box::pin(async move {
                     let h = handled.await;
@@ -304,6 +449,31 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_streak_to_one_other_shard_makes_a_move_due_and_anything_else_breaks_it() {
+        let streak = limits::CONNECTION_HANDOFF_STREAK;
+        let mut a = Affinity::default();
+        for _ in 1..streak {
+            a.observe(Some(Some(1)), 0);
+            a.observe(None, 0); // metadata, heartbeats: neither for nor against
+        }
+        assert_eq!(a.due(), None, "one short of the streak");
+        a.observe(Some(Some(1)), 0);
+        assert_eq!(a.due(), Some(1));
+        a.observe(Some(Some(2)), 0);
+        assert_eq!(
+            (a.due(), a.streak),
+            (None, 1),
+            "another shard starts a new streak"
+        );
+        a.observe(Some(None), 0);
+        assert_eq!((a.shard, a.streak), (None, 0), "spread over shards: stay");
+        for _ in 0..streak {
+            a.observe(Some(Some(0)), 0);
+        }
+        assert_eq!(a.due(), None, "this shard's own partitions: stay");
+    }
 
     #[test]
     fn frames_are_cut_and_oversize_is_refused_before_allocation() {

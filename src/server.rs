@@ -5,7 +5,7 @@ use crate::config::{limits, Backend, Config};
 use crate::conn;
 use crate::metrics::{self, Metrics};
 use crate::seaweedmq::{SeaweedCore, SeaweedHandle, SeaweedOptions};
-use crate::shard::{Mesh, Shard, ShardEnds};
+use crate::shard::{Handoff, Mesh, Shard, ShardEnds};
 use crate::util::PollOnOwnWake;
 use anyhow::{bail, Context};
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
@@ -235,11 +235,15 @@ async fn shard_main(
         if shard.stopping.get() {
             break;
         }
+        for handoff in shard.take_arrivals() {
+            adopt(&shard, &mesh, handoff);
+        }
         let stop = shard.stop.notified();
+        let arrived = shard.arrived.notified();
         let ready = shard.watch_fd(listen_fd);
         let woke = futures::future::select(
             accept.as_mut(),
-            futures::future::select(ready.notified(), stop),
+            futures::future::select(ready.notified(), futures::future::select(stop, arrived)),
         )
         .await;
         shard.unwatch_fd(listen_fd);
@@ -256,6 +260,11 @@ async fn shard_main(
     }
     drop(accept);
     drop(listener);
+    // Connections handed over as shutdown began close like the others.
+    for handoff in shard.take_arrivals() {
+        drop(handoff);
+        mesh.connections.fetch_sub(1, Ordering::SeqCst);
+    }
     inbox.await;
 }
 
@@ -304,12 +313,35 @@ fn admit(shard: &Rc<Shard>, mesh: &Arc<Mesh>, config: &Config, stream: glommio::
     shard.touch();
     shard.connections.set(shard.connections.get() + 1);
     shard.metrics.connection_accepted(shard.connections.get());
+    spawn_connection(shard, mesh, stream, None);
+}
+
+/// Serves a connection another shard handed over (already counted under
+/// `--max-connections`).
+fn adopt(shard: &Rc<Shard>, mesh: &Arc<Mesh>, handoff: Handoff) {
+    // SAFETY: the fd is a connected TCP socket duplicated for this shard alone.
+    let stream = unsafe { glommio::net::TcpStream::from_raw_fd(handoff.fd.into_raw_fd()) };
+    shard.touch();
+    shard.connections.set(shard.connections.get() + 1);
+    shard.metrics.connection_moved_in(shard.connections.get());
+    spawn_connection(shard, mesh, stream, Some(handoff.moved_at));
+}
+
+fn spawn_connection(
+    shard: &Rc<Shard>,
+    mesh: &Arc<Mesh>,
+    stream: glommio::net::TcpStream,
+    moved_at: Option<std::time::Instant>,
+) {
     let s = shard.clone();
     let m = mesh.clone();
     glommio::spawn_local(async move {
-        conn::serve(s.clone(), stream).await;
-        // The slot is free before the gauge says so: whoever sees the gauge drop can connect.
-        m.connections.fetch_sub(1, Ordering::SeqCst);
+        let served = conn::serve(s.clone(), stream, moved_at).await;
+        if let conn::Served::Closed = served {
+            // The slot is free before the gauge says so: whoever sees the gauge drop can
+            // connect.
+            m.connections.fetch_sub(1, Ordering::SeqCst);
+        }
         s.connections.set(s.connections.get() - 1);
         s.metrics.connection_closed(s.connections.get());
     })

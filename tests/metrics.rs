@@ -308,6 +308,11 @@ fn metadata(s: &mut TcpStream, corr: i32, name: &str) -> i16 {
 
 /// Produces one record to `partition` with acks=1; returns the partition's error code.
 fn produce(s: &mut TcpStream, corr: i32, name: &str, partition: i32) -> i16 {
+    produce_at(s, corr, name, partition).0
+}
+
+/// Produces one record to `partition` with acks=1; returns the error code and base offset.
+fn produce_at(s: &mut TcpStream, corr: i32, name: &str, partition: i32) -> (i16, i64) {
     let batch = build_batch(&[(b"key", b"a metrics test record")], 1_700_000_000_000);
     let mut p = PartitionProduceData::default();
     p.index = partition;
@@ -319,11 +324,19 @@ fn produce(s: &mut TcpStream, corr: i32, name: &str, partition: i32) -> i16 {
     req.acks = 1;
     req.timeout_ms = 10_000;
     req.topic_data = vec![t];
-    call(s, 9, corr, &req).responses[0].partition_responses[0].error_code
+    let resp = call(s, 9, corr, &req);
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
 }
 
 /// Fetches `partition` from offset 0 without waiting; returns its error code.
 fn fetch(s: &mut TcpStream, corr: i32, name: &str, partition: i32) -> i16 {
+    fetch_hwm(s, corr, name, partition).0
+}
+
+/// Fetches `partition` from offset 0 without waiting; returns its error code and high-water
+/// mark.
+fn fetch_hwm(s: &mut TcpStream, corr: i32, name: &str, partition: i32) -> (i16, i64) {
     let mut p = FetchPartition::default();
     p.partition = partition;
     p.fetch_offset = 0;
@@ -338,11 +351,60 @@ fn fetch(s: &mut TcpStream, corr: i32, name: &str, partition: i32) -> i16 {
     req.max_bytes = 1 << 20;
     req.session_epoch = -1;
     req.topics = vec![t];
-    call(s, 12, corr, &req).responses[0].partitions[0].error_code
+    let resp = call(s, 12, corr, &req);
+    let p = &resp.responses[0].partitions[0];
+    (p.error_code, p.high_watermark)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Tests.
+
+/// A connection whose produce requests all go to a partition of the other shard moves to that
+/// shard (`kelp_connections_moved_in_total`), and nothing it sent is lost or reordered: offsets
+/// stay consecutive on both partitions across the move, and read back in full.
+#[test]
+fn a_connection_moves_to_the_shard_that_owns_its_partition() {
+    let (k, m) = start("handoff");
+    let mut s = k.connect();
+    create_topic(&mut s, 1, "handoff", 8);
+    let owner = |p| kelp::shard::shard_for_partition("handoff", p, 2);
+    let on_0 = (0..8)
+        .find(|&p| owner(p) == 0)
+        .expect("a partition of shard 0");
+    let on_1 = (0..8)
+        .find(|&p| owner(p) == 1)
+        .expect("a partition of shard 1");
+    // The kernel gave the connection to one of the two shards; one of these runs of requests
+    // goes to the other one.
+    let n = 2 * i64::from(kelp::config::limits::CONNECTION_HANDOFF_STREAK);
+    let mut corr = 2;
+    for p in [on_0, on_1] {
+        for expected in 0..n {
+            corr += 1;
+            let (code, base) = produce_at(&mut s, corr, "handoff", p);
+            assert_eq!(
+                (code, base),
+                (0, expected),
+                "produce {corr} to partition {p}"
+            );
+        }
+    }
+    let after = scrape(&m);
+    let moved = after.sum("kelp_connections_moved_in_total", &[]);
+    // A second move (back) may follow once CONNECTION_HANDOFF_INTERVAL_MS has passed.
+    assert!((1.0..=2.0).contains(&moved), "moves: {moved}");
+    assert_eq!(connections(&after), 1.0, "the moved connection counts once");
+    for p in [on_0, on_1] {
+        corr += 1;
+        assert_eq!(
+            fetch_hwm(&mut s, corr, "handoff", p),
+            (0, n),
+            "partition {p}"
+        );
+    }
+    drop(s);
+    scrape_until(&m, "the moved connection closed", |s| connections(s) == 0.0);
+}
 
 #[test]
 fn requests_bytes_latency_connections_and_partitions_are_counted() {

@@ -102,6 +102,7 @@ pub struct ShardMetrics {
     connections: Cell64,
     connections_accepted: Cell64,
     connections_refused: Cell64,
+    connections_moved_in: Cell64,
     partitions: Cell64,
     topics: Cell64,
     /// SeaweedMQ: partitions this shard leads, groups it coordinates.
@@ -126,6 +127,7 @@ impl Default for ShardMetrics {
             connections: Cell64::default(),
             connections_accepted: Cell64::default(),
             connections_refused: Cell64::default(),
+            connections_moved_in: Cell64::default(),
             partitions: Cell64::default(),
             topics: Cell64::default(),
             partitions_led: Cell64::default(),
@@ -166,6 +168,12 @@ impl ShardMetrics {
     pub fn set_spin(&self, backoffs: u64, backed_off: bool) {
         self.spin_backoffs.set(backoffs);
         self.spin_backed_off.set(backed_off as u64);
+    }
+
+    /// A connection another shard handed over; `open` is how many this shard serves now.
+    pub fn connection_moved_in(&self, open: usize) {
+        self.connections_moved_in.add(1);
+        self.connections.set(open as u64);
     }
 
     pub fn connection_refused(&self) {
@@ -321,7 +329,7 @@ impl Metrics {
     }
 
     fn render_per_shard(&self, out: &mut String) {
-        let per_shard: [(&str, &str, &str, ShardValue); 5] = [
+        let per_shard: [(&str, &str, &str, ShardValue); 6] = [
             (
                 "kelp_connections",
                 "Client connections the shard serves now.",
@@ -340,6 +348,13 @@ impl Metrics {
                  reached.",
                 "counter",
                 |m| m.connections_refused.get(),
+            ),
+            (
+                "kelp_connections_moved_in_total",
+                "Client connections another shard handed to this one, because this one owns \
+                 the partitions they use.",
+                "counter",
+                |m| m.connections_moved_in.get(),
             ),
             (
                 "kelp_partitions",

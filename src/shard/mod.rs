@@ -15,6 +15,7 @@
 mod memory;
 mod mesh;
 mod ops;
+pub use ops::Handoff;
 mod registry;
 mod route;
 pub(crate) mod seaweed;
@@ -104,6 +105,9 @@ pub struct Shard {
     pub stop: Notify,
     /// Connections this shard serves now.
     pub connections: Cell<usize>,
+    /// Connections other shards handed to this one, for its accept loop to serve.
+    pub arrivals: RefCell<Vec<ops::Handoff>>,
+    pub arrived: Notify,
     /// This shard's counters for `/metrics` (written only here).
     pub metrics: &'static ShardMetrics,
     /// Whether the shard's connections and inbox busy-poll when idle (`spin.rs`).
@@ -175,6 +179,8 @@ impl Shard {
             stopping: Cell::new(false),
             stop: Notify::default(),
             connections: Cell::new(0),
+            arrivals: RefCell::default(),
+            arrived: Notify::default(),
             metrics,
             spin,
         })

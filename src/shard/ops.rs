@@ -109,6 +109,17 @@ pub enum Op {
     /// Whether the shard has the view with this member-set hash and has let go of everything
     /// that view took from it.
     Drained(u64),
+    /// A quiet connection moving to this shard, which owns what it asks for (`crate::conn`).
+    AdoptConnection(Handoff),
+}
+
+/// A connection handed from one shard to another between requests: nothing in flight,
+/// nothing buffered, so the new shard simply reads on from the socket.
+pub struct Handoff {
+    /// The socket (a duplicate: the old shard closes its own descriptor).
+    pub fd: std::os::fd::OwnedFd,
+    /// When it moved (a connection moves again only after `CONNECTION_HANDOFF_INTERVAL_MS`).
+    pub moved_at: std::time::Instant,
 }
 
 pub enum Reply {

@@ -112,6 +112,16 @@ impl Shard {
         }
     }
 
+    /// Moves a quiet connection to shard `to`, which serves it from now on (`crate::conn`).
+    pub async fn hand_over_connection(self: &Rc<Self>, to: usize, handoff: super::Handoff) {
+        self.call(to, Op::AdoptConnection(handoff)).await;
+    }
+
+    /// The connections handed to this shard since the last call.
+    pub fn take_arrivals(&self) -> Vec<super::Handoff> {
+        std::mem::take(&mut *self.arrivals.borrow_mut())
+    }
+
     /// Executes an op addressed to this shard.
     pub(super) async fn execute(self: &Rc<Self>, op: Op) -> Reply {
         match op {
@@ -141,6 +151,12 @@ impl Shard {
                 Backend::Memory(_) => true,
                 Backend::Seaweed(_) => self.seaweed_drained(hash),
             }),
+            Op::AdoptConnection(handoff) => {
+                // The accept loop serves it (`server`), as it does what it accepts itself.
+                self.arrivals.borrow_mut().push(handoff);
+                self.arrived.notify_all();
+                Reply::Done
+            }
         }
     }
 
