@@ -8,6 +8,9 @@
 #   a: 1 connection, 1 request in flight, 100-byte records, 1 record per request
 #   b: 8 connections (8 partitions), 1 request in flight each, 16 x 1 KiB records per request
 #      (16 KiB batches)
+#   c: a real client in open loop: librdkafka (confluent-kafka, scripts/rdkafka-probe.py), one
+#      100-byte record per request every 1/N s whatever the answers do, at 1,000 and 5,000
+#      records/s (c1000, c5000); latency from the time a record was due to its delivery report
 # Placement: every broker is pinned to core $BENCH_BROKER_CORE (kelp with --cores, the JVM and
 # Tansu with taskset), the loadtest client to $BENCH_CLIENT_CORE, the floor's echo server to the
 # broker core. On a 2-core machine that gives each broker one core and the client the other.
@@ -28,6 +31,9 @@
 #   KELP_BIN, LOADTEST_BIN                   use these binaries instead of `cargo build --release`
 #   BENCH_NOTE                               a line added to the report's machine section
 #   BENCH_KELP_SPIN_US                       kelp's --spin-us for the run (default 2000: the broker has its core to itself)
+#   BENCH_PROBE_RATES ("1000 5000")          workload c's rates; empty: no workload c
+#   KELP_PYTHON_VENV                         a venv with confluent-kafka (default
+#                                            target/interop/venv-python; made when missing)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -90,9 +96,35 @@ run_loadtest() {
     fi
 }
 
+PROBE_RATES=${BENCH_PROBE_RATES-"1000 5000"}
+VENV=${KELP_PYTHON_VENV:-$ROOT/target/interop/venv-python}
+if [[ -n $PROBE_RATES ]] && ! "$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
+    echo "bench: python venv with confluent-kafka for workload c" >&2
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r tests/interop/python/requirements.txt
+fi
+
+# run_probe NAME LABEL BOOTSTRAP RATE: workload c at RATE, the client pinned to the client core.
+run_probe() {
+    echo "bench: $1: rdkafka-probe --rate $4" >&2
+    if taskset -c "$CLIENT_CORE" "$VENV/bin/python" scripts/rdkafka-probe.py --bootstrap "$3" \
+        --topic "bench-c$4" --rate "$4" --duration "${DURATION%s}" --warmup "${WARMUP%s}" \
+        --label "$2" >"$RUN_DIR/$1.json.tmp" 2>"$RUN_DIR/$1.log"; then
+        mv "$RUN_DIR/$1.json.tmp" "$RUN_DIR/$1.json"
+        tail -n 1 "$RUN_DIR/$1.log" >&2
+    else
+        rm -f "$RUN_DIR/$1.json.tmp"
+        note "$1 failed: $(tail -n 1 "$RUN_DIR/$1.log")"
+    fi
+}
+
 produce_both() { # system bootstrap
     run_loadtest "$1-a" "$1" produce --bootstrap "$2" --topic bench-a "${PARTS_A[@]}" --acks 1 "${LOAD_A[@]}"
     run_loadtest "$1-b" "$1" produce --bootstrap "$2" --topic bench-b "${PARTS_B[@]}" --acks 1 "${LOAD_B[@]}"
+    local rate
+    for rate in $PROBE_RATES; do
+        run_probe "$1-c$rate" "$1" "$2" "$rate"
+    done
 }
 
 # wait_kafka_ready NAME BOOTSTRAP SECONDS: a broker can accept TCP before it can create topics.
@@ -264,7 +296,7 @@ for w in a b; do
 done
 REPORT=$RESULTS_DIR/$STAMP.md
 python3 - "$RUN_DIR" "$STAMP" >"$REPORT" <<'PY'
-import json, os, sys
+import json, os, re, sys
 run_dir, stamp = sys.argv[1], sys.argv[2]
 def load(name):
     p = os.path.join(run_dir, name + ".json")
@@ -328,6 +360,33 @@ for w, desc in workloads.items():
             checks.append(f"- ({w}) {name} errors: {r['errors']} {kinds} {' '.join(r.get('fatal', []))}".rstrip())
         if r and r.get("warmup_errors"):
             checks.append(f"- ({w}) {name}: {r['warmup_errors']} errors during warm-up (not counted; see target/bench-peers/{stamp}/{key}-{w}.log)")
+rates = sorted({int(m.group(1)) for m in (re.match(r"^(?:kelp|kafka|tansu)-c(\d+)\.json$", n)
+                                          for n in os.listdir(run_dir)) if m})
+if rates:
+    out += ["## Workload (c): librdkafka (confluent-kafka) in open loop, 1 x 100 B record/request, acks=1", "",
+            "Latency from the time a record was due to its delivery report (no coordinated omission).", "",
+            "| system | rate/s | p50 us | p90 us | p99 us | p99.9 us | max us | records/s | errors | kelp/peer p99 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for rate in rates:
+        kelp = load(f"kelp-c{rate}")
+        for key, name in systems:
+            r = load(f"{key}-c{rate}")
+            if r is None:
+                continue
+            ratio = f"{kelp['p99_us'] / r['p99_us']:.2f}" if kelp and key != "kelp" and r["p99_us"] else ""
+            out.append(f"| {name} | {rate:,} | {f(r['p50_us'])} | {f(r['p90_us'])} | {f(r['p99_us'])} | {f(r['p999_us'])} | "
+                       f"{f(r['max_us'])} | {f(r['records_per_sec'], 0)} | {r['errors']} | {ratio} |")
+        kafka = load(f"kafka-c{rate}")
+        if kelp and kafka:
+            ok = kelp["p99_us"] * 5 <= kafka["p99_us"]
+            checks.append(f"- (c) at {rate:,}/s kelp p99 at most 1/5 of Kafka's: {'PASS' if ok else 'FAIL'} "
+                          f"(kelp {kelp['p99_us']:.0f} us, Kafka {kafka['p99_us']:.0f} us, ratio {kelp['p99_us'] / kafka['p99_us']:.2f})")
+    low, high = load("kelp-c1000"), load("kelp-c5000")
+    if low and high:
+        ok = high["p99_us"] <= 3 * low["p99_us"]
+        checks.append(f"- (c) kelp p99 at 5,000/s within 3x its p99 at 1,000/s: {'PASS' if ok else 'FAIL'} "
+                      f"({high['p99_us']:.0f} us against {low['p99_us']:.0f} us, {high['p99_us'] / low['p99_us']:.2f}x)")
+    out.append("")
 out += ["## Targets", ""] + (checks or ["- (no pair of results to compare)"]) + [""]
 with open(os.path.join(run_dir, "notes.txt")) as n:
     notes = [l.strip() for l in n if l.strip()]
