@@ -109,7 +109,7 @@ pub(crate) struct Endpoint {
     last_active: Cell<Instant>,
     /// Sockets of parked connections (and the listener), polled by the spinner while the shard
     /// is active; each entry wakes its task.
-    watched: RefCell<HashMap<RawFd, Notify>>,
+    watched: super::watch::Watched,
     /// Tasks of this shard waiting for answers completed on a foreign thread, and their local
     /// wake-up (see [`Shard::foreign`]).
     foreign_waiting: Cell<usize>,
@@ -126,7 +126,7 @@ impl Endpoint {
             doorbells: RefCell::default(),
             next_request_id: Cell::new(0),
             last_active: Cell::new(Instant::now()),
-            watched: RefCell::default(),
+            watched: super::watch::Watched::new(),
             foreign_waiting: Cell::new(0),
             foreign_poke: Notify::default(),
             foreign_started: Notify::default(),
@@ -147,16 +147,12 @@ impl Shard {
 
     /// Asks the spinner to watch `fd` for readability; the returned notifier fires when it is.
     pub fn watch_fd(&self, fd: RawFd) -> Notify {
-        self.link
-            .watched
-            .borrow_mut()
-            .entry(fd)
-            .or_default()
-            .clone()
+        self.link.watched.watch(fd)
     }
 
+    /// Stops watching `fd` (before it is closed or handed to another shard).
     pub fn unwatch_fd(&self, fd: RawFd) {
-        self.link.watched.borrow_mut().remove(&fd);
+        self.link.watched.unwatch(fd);
     }
 
     /// Whether calls to other shards are still waiting for their replies.
@@ -283,10 +279,9 @@ impl Shard {
         ends: ShardEnds,
         bells: Vec<(usize, ConnectedReceiver<()>)>,
     ) {
-        let mut pollfds = Vec::new();
         let bell = ring_on_bells(bells);
         loop {
-            let got = self.turn(&ends, &mut pollfds);
+            let got = self.turn(&ends);
             if self.stopping.get()
                 && self.mesh.holds.load(Ordering::SeqCst) == 0
                 && self.connections.get() == 0
@@ -311,13 +306,13 @@ impl Shard {
 
     /// One turn of the spinner: the inbox, the watched sockets, the foreign waits. Returns
     /// how many things it found to do.
-    fn turn(self: &Rc<Self>, ends: &ShardEnds, pollfds: &mut Vec<libc::pollfd>) -> usize {
+    fn turn(self: &Rc<Self>, ends: &ShardEnds) -> usize {
         let mut got = 0;
         while let Ok(env) = ends.inbox.try_recv() {
             self.dispatch(env);
             got += 1;
         }
-        got += self.poll_watched(pollfds);
+        got += self.link.watched.wake_ready();
         if got > 0 {
             self.touch();
         }
@@ -350,33 +345,6 @@ impl Shard {
             let _ = futures::future::select(woken, safety).await;
         }
         self.mesh.parked[self.id].store(false, Ordering::SeqCst);
-    }
-
-    /// One non-blocking poll(2) over the watched sockets; wakes the tasks of the ready ones.
-    fn poll_watched(&self, fds: &mut Vec<libc::pollfd>) -> usize {
-        fds.clear();
-        fds.extend(self.link.watched.borrow().keys().map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        }));
-        if fds.is_empty() {
-            return 0;
-        }
-        // SAFETY: poll reads and writes exactly fds.len() pollfd structs we own; timeout 0.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
-        if n <= 0 {
-            return 0;
-        }
-        let watched = self.link.watched.borrow();
-        let mut woke = 0;
-        for p in fds.iter().filter(|p| p.revents != 0) {
-            if let Some(n) = watched.get(&p.fd) {
-                n.notify_all();
-                woke += 1;
-            }
-        }
-        woke
     }
 }
 

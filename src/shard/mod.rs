@@ -20,6 +20,7 @@ mod registry;
 mod route;
 pub(crate) mod seaweed;
 pub mod spin;
+mod watch;
 
 pub use mesh::{Mesh, ShardEnds};
 pub use ops::{Applied, Envelope, Op, PartitionOp, PartitionReply, RegistryOp, Reply};
