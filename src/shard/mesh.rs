@@ -113,6 +113,8 @@ pub(crate) struct Endpoint {
     /// Tasks of this shard waiting for answers completed on a foreign thread, and their local
     /// wake-up (see [`Shard::foreign`]).
     foreign_waiting: Cell<usize>,
+    /// When the latest of them started (the spinner keeps spinning for a while after).
+    foreign_since: Cell<Instant>,
     foreign_poke: Notify,
     /// Rung when a task starts waiting on a foreign thread while none did: a parked spinner
     /// then moves from its long safety timer to `PARKED_GRPC_CHECK_US`.
@@ -128,6 +130,7 @@ impl Endpoint {
             last_active: Cell::new(Instant::now()),
             watched: super::watch::Watched::new(),
             foreign_waiting: Cell::new(0),
+            foreign_since: Cell::new(Instant::now()),
             foreign_poke: Notify::default(),
             foreign_started: Notify::default(),
         }
@@ -255,6 +258,7 @@ impl Shard {
         }
         let link = &self.link;
         link.foreign_waiting.set(link.foreign_waiting.get() + 1);
+        link.foreign_since.set(Instant::now());
         if link.foreign_waiting.get() == 1 {
             link.foreign_started.notify_all();
         }
@@ -294,7 +298,9 @@ impl Shard {
                 let backed_off = self.mesh.spin.backed_off();
                 self.metrics.set_spin(self.mesh.spin.backoffs(), backed_off);
             }
-            let active = self.link.last_active.get().elapsed() < self.spin_window();
+            let window = self.spin_window();
+            let active = self.link.last_active.get().elapsed() < window
+                || (!window.is_zero() && self.grpc_answer_due_soon());
             if got > 0 || active {
                 futures_lite::future::yield_now().await;
                 continue;
@@ -302,6 +308,13 @@ impl Shard {
             self.park(&ends, &bell).await;
             self.touch();
         }
+    }
+
+    /// Whether a call to the gRPC core started recently and its answer is still due: worth
+    /// spinning for (`limits::GRPC_WAIT_SPIN_US`).
+    fn grpc_answer_due_soon(&self) -> bool {
+        let spin = Duration::from_micros(limits::GRPC_WAIT_SPIN_US);
+        self.link.foreign_waiting.get() > 0 && self.link.foreign_since.get().elapsed() < spin
     }
 
     /// One turn of the spinner: the inbox, the watched sockets, the foreign waits. Returns
