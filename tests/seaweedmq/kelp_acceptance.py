@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "interop", "python"))
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
 from confluent_util import (CLIENT, ErrorLog, admin_client, base_conf, create_topics,  # noqa: E402
-                            produce, verify_topic)
-from interop_common import (CODECS, Fail, Progress, Reporter, env, log, main_wrapper,  # noqa: E402
+                            produce, verify_topic, with_group_consumer)
+from interop_common import (CODECS, Fail, Progress, Reporter, env, main_wrapper,  # noqa: E402
                             make_records)
 
 N = int(os.environ.get("KELP_SWMQ_RECORDS_PER_CODEC", "1000"))
@@ -46,26 +46,6 @@ def records_for(state, codec):
     for rec, (p, off) in zip(recs, state["placed"][codec]):
         rec.partition, rec.offset = p, off
     return recs
-
-
-def with_group_consumer(bootstrap, group, what, action):
-    """action(consumer) with a consumer of `group` outside any generation, retried for up to
-    60 s while it raises (COORDINATOR_LOAD_IN_PROGRESS and the like while kelp loads)."""
-    conf = base_conf(bootstrap)
-    conf.update({"group.id": group, "enable.auto.commit": False})
-    c = Consumer(conf)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                return action(c)
-            except Exception as e:  # noqa: BLE001 - retriable while the coordinator loads
-                if time.monotonic() > deadline:
-                    raise Fail(f"{what} for group {group} failed: {e}") from e
-                log(f"{what} retry: {e}")
-                time.sleep(0.5)
-    finally:
-        c.close()
 
 
 def commit_group(bootstrap, group, offsets):

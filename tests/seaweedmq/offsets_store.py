@@ -26,16 +26,15 @@ Prints RESULT|confluent-kafka|<scenario>|pass/fail|detail lines like the interop
 import json
 import os
 import sys
-import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "interop", "python"))
 
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+from confluent_kafka import TopicPartition  # noqa: E402
 
-from confluent_util import CLIENT, admin_client, base_conf, create_topics  # noqa: E402
-from interop_common import Fail, Reporter, env, log, main_wrapper  # noqa: E402
+from confluent_util import CLIENT, admin_client, create_topics, with_group_consumer  # noqa: E402
+from interop_common import Fail, Reporter, env, main_wrapper  # noqa: E402
 
 PARTITIONS = 4
 ROUNDS_BEFORE = 5
@@ -52,26 +51,6 @@ def names(prefix):
         "keep-2": f"{prefix}-keep-2",
         "gone": f"{prefix}-gone",
     }
-
-
-def with_group_consumer(bootstrap, group, what, action):
-    """action(consumer) for a consumer of `group` outside any generation, retried for up to
-    60 s while it raises (COORDINATOR_LOAD_IN_PROGRESS and the like while kelp loads)."""
-    conf = base_conf(bootstrap)
-    conf.update({"group.id": group, "enable.auto.commit": False})
-    c = Consumer(conf)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                return action(c)
-            except Exception as e:  # noqa: BLE001 - retriable while the coordinator loads
-                if time.monotonic() > deadline:
-                    raise Fail(f"{what} for group {group} failed: {e}") from e
-                log(f"{what} retry: {e}")
-                time.sleep(0.5)
-    finally:
-        c.close()
 
 
 def round_offsets(topic, round_no, metadata=None):

@@ -229,3 +229,23 @@ def verify_topic(bootstrap, topic, expected, partitions, group_id, check_ts=True
 
 def describe(x):
     return short(x, 200)
+
+
+def with_group_consumer(bootstrap, group, what, action):
+    """action(consumer) with a consumer of `group` outside any generation, retried for up to
+    60 s while it raises (COORDINATOR_LOAD_IN_PROGRESS and the like while kelp loads)."""
+    conf = base_conf(bootstrap)
+    conf.update({"group.id": group, "enable.auto.commit": False})
+    c = Consumer(conf)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return action(c)
+            except Exception as e:  # noqa: BLE001 - retriable while the coordinator loads
+                if time.monotonic() > deadline:
+                    raise Fail(f"{what} for group {group} failed: {e}") from e
+                log(f"{what} retry: {e}")
+                time.sleep(0.5)
+    finally:
+        c.close()
