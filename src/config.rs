@@ -62,10 +62,11 @@ pub mod limits {
     /// often (the gRPC thread never wakes a shard's tasks itself; see `seaweed_shard`).
     pub const PARKED_GRPC_CHECK_US: u64 = 200;
     /// A shard that may spin keeps spinning this long after it last called the gRPC core while
-    /// an answer is due, instead of parking and checking every `PARKED_GRPC_CHECK_US`: a
-    /// SeaweedMQ round trip takes 0.5-3 ms, and the check added up to 200 us to each at one
-    /// request in flight. Longer waits (an unreachable broker) park.
-    pub const GRPC_WAIT_SPIN_US: u64 = 3_000;
+    /// an answer is due, if answers lately came within it (a stock broker acks in 0.3-0.7 ms),
+    /// instead of parking and checking every `PARKED_GRPC_CHECK_US` (which added up to 200 us
+    /// to each round trip at one request in flight). Slower answers (durable acks take 3-5 ms)
+    /// are waited for parked: spinning through them took the cores SeaweedFS needed beside kelp.
+    pub const GRPC_WAIT_SPIN_US: u64 = 1_000;
     /// Most messages one SeaweedMQ `FetchMessage` returns (the broker's cap is 10,000).
     pub const SEAWEEDMQ_FETCH_MESSAGES_MAX: i32 = 10_000;
     /// How often each shard makes sure it holds a publish stream open to every SeaweedMQ

@@ -115,6 +115,9 @@ pub(crate) struct Endpoint {
     foreign_waiting: Cell<usize>,
     /// When the latest of them started (the spinner keeps spinning for a while after).
     foreign_since: Cell<Instant>,
+    /// How long such waits took lately (moving average, microseconds): spinning pays only
+    /// when answers come quickly.
+    foreign_typical_us: Cell<u64>,
     foreign_poke: Notify,
     /// Rung when a task starts waiting on a foreign thread while none did: a parked spinner
     /// then moves from its long safety timer to `PARKED_GRPC_CHECK_US`.
@@ -131,6 +134,7 @@ impl Endpoint {
             watched: super::watch::Watched::new(),
             foreign_waiting: Cell::new(0),
             foreign_since: Cell::new(Instant::now()),
+            foreign_typical_us: Cell::new(0),
             foreign_poke: Notify::default(),
             foreign_started: Notify::default(),
         }
@@ -263,12 +267,18 @@ impl Shard {
             link.foreign_started.notify_all();
         }
         let _waiting = Waiting(link);
+        let started = Instant::now();
         futures::pin_mut!(fut);
         let noop = futures::task::noop_waker();
         loop {
             let poke = link.foreign_poke.notified();
             let mut cx = std::task::Context::from_waker(&noop);
             if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                // A moving average over the last eight or so waits.
+                let took = started.elapsed().as_micros().min(u64::MAX as u128) as u64;
+                let typical = link.foreign_typical_us.get();
+                let next = typical - typical / 8 + took / 8;
+                link.foreign_typical_us.set(next);
                 return v;
             }
             poke.await;
@@ -310,11 +320,16 @@ impl Shard {
         }
     }
 
-    /// Whether a call to the gRPC core started recently and its answer is still due: worth
-    /// spinning for (`limits::GRPC_WAIT_SPIN_US`).
+    /// Whether a call to the gRPC core started recently, its answer is still due, and answers
+    /// lately came within `limits::GRPC_WAIT_SPIN_US`: worth spinning for. Slow answers (a
+    /// broker that acks once the filer has the records takes milliseconds) are waited for
+    /// parked, leaving the cores to SeaweedFS when it runs beside kelp.
     fn grpc_answer_due_soon(&self) -> bool {
-        let spin = Duration::from_micros(limits::GRPC_WAIT_SPIN_US);
-        self.link.foreign_waiting.get() > 0 && self.link.foreign_since.get().elapsed() < spin
+        let spin_us = limits::GRPC_WAIT_SPIN_US;
+        let spin = Duration::from_micros(spin_us);
+        self.link.foreign_waiting.get() > 0
+            && self.link.foreign_typical_us.get() <= spin_us
+            && self.link.foreign_since.get().elapsed() < spin
     }
 
     /// One turn of the spinner: the inbox, the watched sockets, the foreign waits. Returns
