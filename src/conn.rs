@@ -138,10 +138,15 @@ impl Affinity {
 }
 
 /// The one shard that owns every partition a produce or fetch request names (see
-/// [`Affinity::observe`]).
+/// [`Affinity::observe`]). On the hot path: it borrows names, allocates nothing, and with one
+/// shard there is nowhere to move.
 fn request_owner(shard: &Shard, req: &protocol::Request) -> Option<Option<usize>> {
     use kafka_protocol::messages::RequestKind;
     let shards = shard.shards();
+    if shards == 1 {
+        return None;
+    }
+    let topics = shard.topics.borrow();
     let mut owner = None;
     let mut one = |topic: &str, partition: i32| {
         let s = crate::shard::shard_for_partition(topic, partition, shards);
@@ -151,39 +156,43 @@ fn request_owner(shard: &Shard, req: &protocol::Request) -> Option<Option<usize>
             _ => {}
         }
     };
-    // Newer versions name topics by id only.
-    let topics = shard.topics();
-    let name_of = |name: &str, id: &uuid::Uuid| -> Option<std::sync::Arc<str>> {
-        if name.is_empty() {
-            topics.by_id.get(id).cloned()
-        } else {
-            Some(std::sync::Arc::from(name))
-        }
-    };
     match &req.body {
         RequestKind::Produce(r) => {
             for t in &r.topic_data {
-                let Some(name) = name_of(t.name.as_str(), &t.topic_id) else {
+                let Some(name) = topic_name(&topics, t.name.as_str(), &t.topic_id) else {
                     return Some(None);
                 };
                 for p in &t.partition_data {
-                    one(&name, p.index);
+                    one(name, p.index);
                 }
             }
         }
         RequestKind::Fetch(r) => {
             for t in &r.topics {
-                let Some(name) = name_of(t.topic.as_str(), &t.topic_id) else {
+                let Some(name) = topic_name(&topics, t.topic.as_str(), &t.topic_id) else {
                     return Some(None);
                 };
                 for p in &t.partitions {
-                    one(&name, p.partition);
+                    one(name, p.partition);
                 }
             }
         }
         _ => return None,
     }
     owner
+}
+
+/// A request's topic name: as sent, or from its id (newer versions name topics by id only).
+fn topic_name<'a>(
+    topics: &'a crate::topics::TopicTable,
+    name: &'a str,
+    id: &uuid::Uuid,
+) -> Option<&'a str> {
+    if name.is_empty() {
+        topics.by_id.get(id).map(|n| &**n)
+    } else {
+        Some(name)
+    }
 }
 
 /// How a connection's service on this shard ended.

@@ -261,13 +261,13 @@ impl Shard {
             }
         }
         let link = &self.link;
+        let started = Instant::now();
         link.foreign_waiting.set(link.foreign_waiting.get() + 1);
-        link.foreign_since.set(Instant::now());
+        link.foreign_since.set(started);
         if link.foreign_waiting.get() == 1 {
             link.foreign_started.notify_all();
         }
         let _waiting = Waiting(link);
-        let started = Instant::now();
         futures::pin_mut!(fut);
         let noop = futures::task::noop_waker();
         loop {

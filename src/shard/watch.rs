@@ -109,15 +109,7 @@ impl Watched {
         }
         // SAFETY: the kernel initialised the first n events.
         unsafe { events.set_len(n as usize) };
-        let fds = self.fds.borrow();
-        let mut woke = 0;
-        for e in events.iter() {
-            if let Some(notify) = fds.get(&(e.u64 as RawFd)) {
-                notify.notify_all();
-                woke += 1;
-            }
-        }
-        woke
+        self.wake(events.iter().map(|e| e.u64 as RawFd))
     }
 
     fn wake_from_poll(&self) -> usize {
@@ -133,10 +125,15 @@ impl Watched {
         if n <= 0 {
             return 0;
         }
+        self.wake(pollfds.iter().filter(|p| p.revents != 0).map(|p| p.fd))
+    }
+
+    /// Wakes the tasks of these ready sockets (those still watched); returns how many.
+    fn wake(&self, ready: impl Iterator<Item = RawFd>) -> usize {
         let fds = self.fds.borrow();
         let mut woke = 0;
-        for p in pollfds.iter().filter(|p| p.revents != 0) {
-            if let Some(notify) = fds.get(&p.fd) {
+        for fd in ready {
+            if let Some(notify) = fds.get(&fd) {
                 notify.notify_all();
                 woke += 1;
             }
