@@ -75,11 +75,8 @@ run_one() {
 }
 
 PROBE_RATE=${BENCH_PROBE_RATE-5000}
-VENV=${KELP_PYTHON_VENV:-$ROOT/target/interop/venv-python}
-if [[ -n $PROBE_RATE ]] && ! "$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
-    echo "bench: python venv with confluent-kafka for the real-client runs" >&2
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r tests/interop/python/requirements.txt
+if [[ -n $PROBE_RATE ]]; then
+    probe_venv
 fi
 
 # run_probe NAME: a fresh kelp with no flags, the real client in open loop against it.

@@ -71,3 +71,16 @@ bench_binaries() {
     [[ -x $LOADTEST ]] || die "no loadtest binary at $LOADTEST"
     ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 }
+
+# probe_venv: sets VENV to a venv with confluent-kafka for scripts/rdkafka-probe.py
+# ($KELP_PYTHON_VENV, default target/interop/venv-python, the interop suites' venv), making it
+# when it is missing.
+probe_venv() {
+    VENV=${KELP_PYTHON_VENV:-$ROOT/target/interop/venv-python}
+    if ! "$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
+        echo "bench: python venv with confluent-kafka for the real-client probe" >&2
+        python3 -m venv "$VENV"
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
+            -r "$ROOT/tests/interop/python/requirements.txt"
+    fi
+}

@@ -97,11 +97,8 @@ run_loadtest() {
 }
 
 PROBE_RATES=${BENCH_PROBE_RATES-"1000 5000"}
-VENV=${KELP_PYTHON_VENV:-$ROOT/target/interop/venv-python}
-if [[ -n $PROBE_RATES ]] && ! "$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
-    echo "bench: python venv with confluent-kafka for workload c" >&2
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r tests/interop/python/requirements.txt
+if [[ -n $PROBE_RATES ]]; then
+    probe_venv
 fi
 
 # run_probe NAME LABEL BOOTSTRAP RATE: workload c at RATE, the client pinned to the client core.
