@@ -233,6 +233,7 @@ async fn shard_main(
             admit(&shard, &mesh, &config, stream);
         }
         if shard.stopping.get() {
+            stop_listening(listen_fd);
             break;
         }
         for handoff in shard.take_arrivals() {
@@ -266,6 +267,18 @@ async fn shard_main(
         mesh.connections.fetch_sub(1, Ordering::SeqCst);
     }
     inbox.await;
+}
+
+/// Takes the listening socket out of LISTEN at once. Closing it is not enough: the io_uring
+/// accept still in flight holds a reference to it, and the kernel tears a ring down after the
+/// process has exited, so the socket would go on listening (and, with SO_REUSEPORT, take a share
+/// of the connections meant for a kelp started in its place) for a while after kelp is gone.
+/// shutdown(2) on a listener resets its queue and fails the pending accept instead.
+fn stop_listening(listen_fd: RawFd) {
+    // SAFETY: shutdown on our own listening socket; the fd stays open until the listener drops.
+    if listen_fd >= 0 && unsafe { libc::shutdown(listen_fd, libc::SHUT_RDWR) } != 0 {
+        log::warn!("stopping the listener: {}", std::io::Error::last_os_error());
+    }
 }
 
 /// A non-blocking listening socket with SO_REUSEPORT, so that every shard can bind the address
