@@ -3,7 +3,7 @@
 import time
 
 from confluent_kafka import (OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, Consumer, KafkaError,
-                             Producer, TopicPartition)
+                             KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from interop_common import Fail, Progress, check_delivery, compare_partition, log, short
@@ -218,13 +218,27 @@ def verify_topic(bootstrap, topic, expected, partitions, group_id, check_ts=True
             compare_partition(topic, p, by_p.get(p, []), got[p], check_ts=check_ts,
                               ts_type_create=TIMESTAMP_CREATE_TIME)
         for p in range(partitions):
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30, cached=False)
+            lo, hi = watermarks(c, topic, p)
             if (lo, hi) != (0, counts[p]):
                 raise Fail(f"{topic} partition {p}: watermarks (low, high) = ({lo}, {hi}), "
                            f"expected (0, {counts[p]})")
     finally:
         c.close()
     return "partition counts " + "/".join(str(counts[p]) for p in range(partitions))
+
+
+def watermarks(c, topic, p, within_s=60):
+    """(low, high) of a partition, retrying retriable errors (NOT_LEADER_OR_FOLLOWER while
+    partitions move between kelp instances) as a client application would."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return c.get_watermark_offsets(TopicPartition(topic, p), timeout=30, cached=False)
+        except KafkaException as e:
+            if not e.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            log(f"{topic}[{p}] watermarks, retrying: {e}")
+            time.sleep(0.5)
 
 
 def describe(x):
