@@ -227,15 +227,22 @@ def verify_topic(bootstrap, topic, expected, partitions, group_id, check_ts=True
     return "partition counts " + "/".join(str(counts[p]) for p in range(partitions))
 
 
+# Errors Kafka answers while a partition's leadership moves, which clients retry. librdkafka's
+# watermark query raises them with retriable() false, so they are named here.
+LEADERSHIP_MOVING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+
+
 def watermarks(c, topic, p, within_s=60):
-    """(low, high) of a partition, retrying retriable errors (NOT_LEADER_OR_FOLLOWER while
-    partitions move between kelp instances) as a client application would."""
+    """(low, high) of a partition, retrying while its leadership moves between kelp instances,
+    as a client application would."""
     deadline = time.monotonic() + within_s
     while True:
         try:
             return c.get_watermark_offsets(TopicPartition(topic, p), timeout=30, cached=False)
         except KafkaException as e:
-            if not e.args[0].retriable() or time.monotonic() > deadline:
+            err = e.args[0]
+            moving = err.retriable() or err.code() in LEADERSHIP_MOVING
+            if not moving or time.monotonic() > deadline:
                 raise
             log(f"{topic}[{p}] watermarks, retrying: {e}")
             time.sleep(0.5)
