@@ -246,6 +246,20 @@ class Group(threading.Thread):
                 self.errors.append(f"close: {e}")
 
 
+def members_state(members):
+    """Each member's assignment and positions, for a stalled group's failure message (stop
+    19's CI saw two partitions stop short after a fault and could not tell whose they were)."""
+    out = []
+    for m in members:
+        try:
+            positions = m.consumer.position(m.consumer.assignment())
+            where = {tp.partition: tp.offset for tp in positions}
+        except Exception as e:  # noqa: BLE001 - a diagnostic: never hide the failure itself
+            where = f"? ({e})"
+        out.append(f"{m.name} alive={m.is_alive()} read={m.read} positions={where}")
+    return "; ".join(out)
+
+
 def committed(bootstrap, topic, group):
     conf = base_conf(bootstrap)
     conf.update({"group.id": group, "enable.auto.commit": False})
@@ -437,7 +451,7 @@ def main():
                     why = prog.expired()
                     if why:
                         raise Fail(f"{why}: committed {c}, ends {ends}, read {len(seen)} of "
-                                   f"{len(out.acked)}")
+                                   f"{len(out.acked)}; members: {members_state(members)}")
                     time.sleep(0.5)
                 missing = [i for i in out.acked if i not in seen]
                 if missing:
