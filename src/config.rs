@@ -69,6 +69,9 @@ pub mod limits {
     pub const GRPC_WAIT_SPIN_US: u64 = 1_000;
     /// Most messages one SeaweedMQ `FetchMessage` returns (the broker's cap is 10,000).
     pub const SEAWEEDMQ_FETCH_MESSAGES_MAX: i32 = 10_000;
+    /// A shard warns at most this often that SeaweedMQ answered a read below its high-water
+    /// mark with nothing (`shard::seaweed::read`).
+    pub const SEAWEEDMQ_EMPTY_READ_WARN_MS: u64 = 10_000;
     /// How often each shard makes sure it holds a publish stream open to every SeaweedMQ
     /// partition it owns.
     pub const SEAWEEDMQ_ATTACH_CHECK_MS: u64 = 1_000;

@@ -70,6 +70,9 @@ pub(crate) struct SeaweedShard {
     /// has them, the topic refresh and lookups must not adopt them (the create would then
     /// find its own topic and answer TOPIC_ALREADY_EXISTS, without its configs).
     pub(super) creating: RefCell<std::collections::HashSet<String>>,
+    /// When this shard last warned that the broker answered a read below its high-water mark
+    /// with nothing (`Shard::seaweed_read`).
+    pub(super) empty_read_warned: Cell<Option<std::time::Instant>>,
 }
 
 impl SeaweedShard {
@@ -82,6 +85,7 @@ impl SeaweedShard {
             offsets_attached: RefCell::default(),
             incarnations: Cell::new(0),
             creating: RefCell::default(),
+            empty_read_warned: Cell::new(None),
         }
     }
 

@@ -84,6 +84,9 @@ impl Shard {
                     log_start_offset: log_start,
                     ..ReadResult::default()
                 };
+                if f.messages.is_empty() && offset < f.high_water_mark {
+                    self.warn_empty_read(tp, offset, f.high_water_mark);
+                }
                 if !f.messages.is_empty() {
                     let mut recs: Vec<_> = f.messages.iter().map(records::decode).collect();
                     hw = hw.max(offset + recs.len() as i64);
@@ -109,6 +112,27 @@ impl Shard {
                 Err(ErrorCode::from_seaweed(&e, false))
             }
         }
+    }
+
+    /// The broker answered a read below its high-water mark with no records and no error
+    /// (its `FetchMessage` does so when its log buffer or disk read comes back empty; see
+    /// `seaweedmq-interface.md`). A consumer positioned there gets empty answers and fetches the
+    /// same offset again and again, so an operator must hear of it; at most one line per shard
+    /// every `SEAWEEDMQ_EMPTY_READ_WARN_MS`.
+    fn warn_empty_read(&self, tp: &TopicPartition, offset: i64, high_watermark: i64) {
+        let warned = &self.sw().empty_read_warned;
+        let every = std::time::Duration::from_millis(limits::SEAWEEDMQ_EMPTY_READ_WARN_MS);
+        if warned.get().is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        warned.set(Some(std::time::Instant::now()));
+        log::warn!(
+            "SeaweedMQ answered a read of {}[{}] at offset {offset} with no records, below its \
+             high-water mark {high_watermark}: a consumer there makes no progress until the \
+             broker serves that offset",
+            tp.topic,
+            tp.partition
+        );
     }
 
     /// The timestamp of the record at `offset`, or `None` past the end.
