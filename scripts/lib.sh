@@ -38,6 +38,16 @@ wait_listening() {
     done
 }
 
+# wait_log_line LOG PATTERN SECONDS WHY: waits until LOG has a line matching PATTERN (grep);
+# dies with LOG's tail and WHY if SECONDS pass first.
+wait_log_line() {
+    local log=$1 pattern=$2 deadline=$((SECONDS + $3))
+    until grep -q "$pattern" "$log"; do
+        [ "$SECONDS" -lt "$deadline" ] || { tail -n 30 "$log" >&2; die "$4"; }
+        sleep 0.2
+    done
+}
+
 # rand_hex: 8 random hex digits.
 rand_hex() {
     od -An -N4 -tx1 /dev/urandom | tr -d ' \n'

@@ -111,22 +111,16 @@ start_kelp B 2
 PORT_B=$KELP_PORT
 PID_B=$KELP_PID
 # A rolling restart: B joins, the two share the partitions, then A leaves and B takes them all.
-deadline=$((SECONDS + 120))
-until grep -q 'settled with members \[1, 2\]' "$RUN_DIR/kelp-B.log"; do
-    [ "$SECONDS" -lt "$deadline" ] || { tail -n 30 "$RUN_DIR/kelp-B.log" >&2; die "kelp B did not join kelp A's cluster within 120 s"; }
-    sleep 0.2
-done
+wait_log_line "$RUN_DIR/kelp-B.log" 'settled with members \[1, 2\]' 120 \
+    "kelp B did not join kelp A's cluster within 120 s"
 grep -m1 'settled with members' "$RUN_DIR/kelp-B.log"
 stop_kelp "$PID_A" A
 grep -m1 'left; the others take' "$RUN_DIR/kelp-A.log" || die "kelp A did not leave the cluster cleanly"
 # B answers NOT_LEADER_OR_FOLLOWER for A's partitions until it has taken them (a real client
 # retries that; librdkafka's watermark query, which the readback ends with, does not, so the
 # readback retries it too: B may still be in its start-up grace when it settles alone).
-deadline=$((SECONDS + 120))
-until grep -q 'settled with members \[2\]; node 2 leads its share' "$RUN_DIR/kelp-B.log"; do
-    [ "$SECONDS" -lt "$deadline" ] || { tail -n 30 "$RUN_DIR/kelp-B.log" >&2; die "kelp B did not take kelp A's partitions within 120 s"; }
-    sleep 0.2
-done
+wait_log_line "$RUN_DIR/kelp-B.log" 'settled with members \[2\]; node 2 leads its share' 120 \
+    "kelp B did not take kelp A's partitions within 120 s"
 
 banner "seaweedmq: read everything back through kelp B; the group resumes at its commits"
 run_phase verify "$PORT_B" || true
