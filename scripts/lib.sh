@@ -11,6 +11,20 @@ die() {
     exit 1
 }
 
+# die_with_logs RESULTS RUN_DIR LINES WHY: the tail of every log in RUN_DIR, then the failed
+# RESULT lines once more and the verdict. The failures come last on purpose: a CI report often
+# keeps only the end of the output, and the logs' tails would otherwise push them out of it.
+die_with_logs() {
+    local f
+    for f in "$2"/*.log; do
+        echo "--- $f (tail)"
+        tail -n "$3" "$f"
+    done
+    echo "--- failed results ($(grep -c '^RESULT|.*|pass|' "$1" || true) passed):"
+    grep '^RESULT|.*|fail|' "$1" || echo "(none failed: a scenario gave no result)"
+    die "$4"
+}
+
 # free_port: print a TCP port on 127.0.0.1 that is free right now (the OS picks it).
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'

@@ -356,10 +356,5 @@ if [ "$skipped" -gt 0 ]; then
 fi
 if [ "$failed" -gt 0 ] || [ $((passed + skipped)) -ne "$expected" ] ||
     { [ "$skipped" -gt 0 ] && [ "${REQUIRE_ALL:-0}" = 1 ]; }; then
-    grep '^RESULT|.*|fail|' "$RESULTS" || true
-    for f in "$RUN_DIR"/*.log; do
-        echo "--- $f (tail)"
-        tail -n 15 "$f"
-    done
-    die "the kelp cluster checks failed"
+    die_with_logs "$RESULTS" "$RUN_DIR" 15 "the kelp cluster checks failed"
 fi

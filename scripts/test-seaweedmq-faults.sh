@@ -216,9 +216,5 @@ passed=$(grep -c '^RESULT|.*|pass|' "$RESULTS" || true)
 failed=$(grep -c '^RESULT|.*|fail|' "$RESULTS" || true)
 echo "faults: $passed passed, $failed failed (expected $expected); logs in $RUN_DIR"
 if [ "$failed" -gt 0 ] || [ "$passed" -ne "$expected" ]; then
-    for f in "$RUN_DIR"/*.log; do
-        echo "--- $f (tail)"
-        tail -n 15 "$f"
-    done
-    die "SeaweedMQ fault scenarios failed"
+    die_with_logs "$RESULTS" "$RUN_DIR" 15 "SeaweedMQ fault scenarios failed"
 fi

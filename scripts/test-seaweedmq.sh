@@ -185,9 +185,5 @@ failed=$(grep -c '^RESULT|.*|fail|' "$RESULTS" || true)
 others=$(grep -c '^RESULT' "$RESULTS" || true)
 echo "seaweedmq: $passed passed, $failed failed ($others scenarios); logs in $RUN_DIR"
 if [ "$failed" -gt 0 ] || [ "$passed" -ne "$EXPECTED" ]; then
-    for f in "$RUN_DIR"/*.log; do
-        echo "--- $f (tail)"
-        tail -n 20 "$f"
-    done
-    die "SeaweedMQ acceptance failed"
+    die_with_logs "$RESULTS" "$RUN_DIR" 20 "SeaweedMQ acceptance failed"
 fi
