@@ -722,7 +722,7 @@ impl Core {
         self.range_unchecked(name, kafka_partition).await
     }
 
-    async fn range_unchecked(
+    pub(crate) async fn range_unchecked(
         self: &Rc<Self>,
         name: &str,
         kafka_partition: i32,

@@ -13,7 +13,8 @@
 //! before the stream broke, so before sending them again the publisher reads the log from the
 //! offset the next record would have got ([`Publisher::reconcile`]): records found there, in
 //! order and equal in key and value, count as acked at those offsets and are not sent twice.
-//! When that read fails, they are sent again and may be stored twice.
+//! When that read fails, nothing is sent: the stream is dropped and the check runs again on the
+//! next one (sending blind would store some twice).
 //!
 //! The publisher never acknowledges a record at an offset another record holds, and never
 //! writes to a partition whose log lost acknowledged records: such a partition is fenced
@@ -164,8 +165,10 @@ impl Publisher {
             if self.stream.is_none() && !self.waiters.is_empty() {
                 match self.open().await {
                     Ok(stream) => {
+                        // The backoff is reset by the first ack or a completed log check, not
+                        // here: a broker that accepts streams but cannot serve the check must
+                        // not be asked again at once.
                         self.stream = Some(stream);
-                        self.reopen_backoff = None;
                     }
                     Err(e) => {
                         self.fail_uncommitted(e);
@@ -191,7 +194,10 @@ impl Publisher {
             {
                 // Before anything is sent on a new stream (however it was opened): did the
                 // broker keep what it acked, and which of the unacked records are there?
-                self.reconcile().await;
+                if !self.reconcile().await {
+                    self.pause_before_reopen().await;
+                    continue;
+                }
             }
             self.pump();
             match self.next_event().await {
@@ -415,6 +421,7 @@ impl Publisher {
         w.offsets.push(ack.assigned_offset);
         self.in_flight -= 1;
         self.failures = 0;
+        self.reopen_backoff = None;
         self.mark.acked(ack.assigned_offset + 1);
         self.next_offset = Some(ack.assigned_offset + 1);
         self.answer_done();
@@ -474,11 +481,25 @@ impl Publisher {
     /// producer sends with the same keys and values. The cost of comparing contents rather
     /// than ids (SeaweedMQ records carry none): a new record equal in key and value to one
     /// the broker kept from a broken stream counts as that one.
-    async fn reconcile(&mut self) {
+    ///
+    /// Returns whether the check ran to its end. When it could not (the broker does not answer
+    /// the read yet, or answers it short below its high-water mark), nothing is sent: records
+    /// sent again blind may be stored twice, and a broker that then loses track of the first
+    /// copies (see `seaweedmq-interface.md`) gives their offsets to others. The stream is
+    /// dropped and the check runs again on the next one, after a backoff.
+    async fn reconcile(&mut self) -> bool {
         self.check_log = false;
         let unconfirmed = std::mem::take(&mut self.unconfirmed);
         let Some(from) = self.next_offset else {
-            return;
+            // `open` learns where the log ends before the first stream: not reached.
+            if unconfirmed == 0 {
+                return true;
+            }
+            let e = SeaweedError::Broker {
+                code: broker_codes::UNKNOWN,
+                message: "no offset known to check the log from".to_string(),
+            };
+            return self.check_failed(unconfirmed, e);
         };
         let max = i32::try_from(unconfirmed.max(1)).unwrap_or(i32::MAX);
         let max_bytes = i32::try_from(self.core.opts.max_message_bytes).unwrap_or(i32::MAX);
@@ -502,7 +523,7 @@ impl Publisher {
                         .fenced(&self.topic, self.partition)
                         .expect("fenced"),
                 );
-                return;
+                return true;
             }
             _ if high_water_mark.is_some_and(|h| h < from) => {
                 // The broker lost records it acknowledged (it acks before the filer has them),
@@ -513,29 +534,30 @@ impl Publisher {
                     high_water_mark.unwrap_or_default(),
                     from - 1
                 ));
-                return;
+                return true;
             }
-            Ok(_) if unconfirmed == 0 => return,
+            Ok(_) if unconfirmed == 0 => {
+                self.reopen_backoff = None;
+                return true;
+            }
             Ok(_) if self.waiters.is_empty() => {
                 // Nothing to compare yet: the callers' retries will be.
                 self.unconfirmed = unconfirmed;
-                return;
+                return true;
             }
             Ok(f) => {
                 let end = f.high_water_mark;
-                self.read_on(f.messages, from, end, unconfirmed, max_bytes)
+                match self
+                    .read_on(f.messages, from, end, unconfirmed, max_bytes)
                     .await
+                {
+                    Ok(found) => found,
+                    Err(e) => return self.check_failed(unconfirmed, e),
+                }
             }
-            Err(e) => {
-                log::warn!(
-                    "publish {}[{}]: cannot check the log after a broken stream ({e}); sending \
-                     {unconfirmed} unacked records again, which may store some twice",
-                    self.topic,
-                    self.partition
-                );
-                return;
-            }
+            Err(e) => return self.check_failed(unconfirmed, e),
         };
+        self.reopen_backoff = None;
         let mut matched = 0usize;
         'waiters: for w in self.waiters.iter_mut() {
             while w.offsets.len() < w.records.len() {
@@ -568,12 +590,30 @@ impl Publisher {
             self.partition,
             unconfirmed - matched.min(unconfirmed)
         );
+        true
+    }
+
+    /// The log could not be checked after a broken stream: nothing is sent, the stream goes,
+    /// and the check runs again on the next one. Returns `false` for [`Publisher::reconcile`].
+    fn check_failed(&mut self, unconfirmed: usize, e: SeaweedError) -> bool {
+        log::warn!(
+            "publish {}[{}]: cannot check the log after a broken stream ({e}); sending nothing \
+             until it can be checked ({unconfirmed} records in flight then may be stored)",
+            self.topic,
+            self.partition
+        );
+        self.unconfirmed = unconfirmed;
+        // Dropped before stream_broke, which would report it broken with nothing in flight.
+        self.stream = None;
+        self.stream_broke(e);
+        false
     }
 
     /// The log from `from` on, up to `want` records or its end at `high_water_mark`: `first`
     /// (what one fetch returned) and as many further fetches as it takes, since a fetch may
-    /// return fewer records than the log holds (one log file's worth, say). A failed fetch ends
-    /// the read with what it has; the records after it are then sent again.
+    /// return fewer records than the log holds (one log file's worth, say). A failed fetch, or
+    /// an empty answer below the high-water mark, fails the read: what it did not see may be
+    /// stored.
     async fn read_on(
         &self,
         first: Vec<DataMessage>,
@@ -581,30 +621,28 @@ impl Publisher {
         high_water_mark: i64,
         want: usize,
         max_bytes: i32,
-    ) -> Vec<DataMessage> {
+    ) -> SeaweedResult<Vec<DataMessage>> {
         let mut found = first;
         while found.len() < want && from + (found.len() as i64) < high_water_mark {
             let at = from + found.len() as i64;
             let max = i32::try_from(want - found.len()).unwrap_or(i32::MAX);
-            match self
+            let f = self
                 .core
                 .fetch(&self.topic, self.partition, at, max_bytes, max)
-                .await
-            {
-                Ok(f) if !f.messages.is_empty() => found.extend(f.messages),
-                Ok(_) => break,
-                Err(e) => {
-                    log::warn!(
-                        "publish {}[{}]: reading the log at {at} after a broken stream: {e}",
-                        self.topic,
-                        self.partition
-                    );
-                    break;
-                }
+                .await?;
+            if f.messages.is_empty() {
+                return Err(SeaweedError::Broker {
+                    code: broker_codes::UNKNOWN,
+                    message: format!(
+                        "read at offset {at} answered nothing below the high-water mark \
+                         {high_water_mark}"
+                    ),
+                });
             }
+            found.extend(f.messages);
         }
         found.truncate(want);
-        found
+        Ok(found)
     }
 
     /// The stream is unusable: drop it and send its unacked records again on a new one, unless
@@ -767,8 +805,20 @@ impl Publisher {
     async fn open(&mut self) -> SeaweedResult<OpenStream> {
         // Before the first stream of this process: did the broker keep everything that was
         // acknowledged (the mark), and where does its log end now?
-        if let Some(high_water_mark) = self.core.check(&self.topic, self.partition).await? {
-            self.next_offset = Some(self.next_offset.unwrap_or(0).max(high_water_mark));
+        match self.core.check(&self.topic, self.partition).await? {
+            Some(high_water_mark) => {
+                self.next_offset = Some(self.next_offset.unwrap_or(0).max(high_water_mark));
+            }
+            // Checked by an earlier publisher of this partition: the log's end is still needed
+            // as the base from which a broken stream's records are looked for.
+            None if self.next_offset.is_none() => {
+                let range = self
+                    .core
+                    .range_unchecked(&self.topic, self.partition)
+                    .await?;
+                self.next_offset = Some(range.high_water_mark);
+            }
+            None => {}
         }
         let attempts = self.core.opts.leader_lookup_attempts.max(1);
         let mut last = String::new();
