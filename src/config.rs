@@ -1,6 +1,6 @@
 //! Command-line flags (each with a `KELP_*` environment twin) and the named limits.
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -127,6 +127,10 @@ pub mod limits {
     pub const METRICS_CLIENT_DEADLINE_MS: u64 = 2_000;
     /// How often the idle `/metrics` thread checks for shutdown.
     pub const METRICS_ACCEPT_POLL_MS: u64 = 100;
+    /// Longest SASL user name kelp stores or accepts.
+    pub const SASL_USER_BYTES_MAX: usize = 256;
+    /// Largest password `kelp user add` reads from standard input.
+    pub const SASL_PASSWORD_BYTES_MAX: usize = 1024;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,10 +141,21 @@ pub enum Backend {
     Seaweedmq,
 }
 
+/// What kelp runs when given a subcommand instead of serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Manages the users file (salted SASL credentials): `kelp user add`, `kelp user delete`.
+    #[command(subcommand)]
+    User(crate::auth::cli::UserCommand),
+}
+
 /// kelp: a Kafka wire-protocol broker, thread-per-core, in front of SeaweedMQ.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "kelp", version, about, long_about = None)]
+#[command(name = "kelp", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to serve Kafka on.
     #[arg(long, env = "KELP_LISTEN", default_value = "127.0.0.1:9092")]
     pub listen: SocketAddr,

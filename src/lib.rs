@@ -1,6 +1,8 @@
 //! kelp: a Kafka wire-protocol broker, thread-per-core, in front of SeaweedMQ.
 //!
 //! Map of the crate:
+//! - [`auth`]: SASL mechanisms (PLAIN, SCRAM-SHA-256/512), salted credentials, the users file
+//!   and `kelp user`.
 //! - [`alloc`]: the binary's allocator, which survives the codec's lying array counts.
 //! - [`config`]: flags (each with a `KELP_*` twin) and every named limit.
 //! - [`cluster`]: several kelp instances: the live members and who owns each partition and
@@ -24,6 +26,7 @@
 //! - [`metrics`]: per-shard counters (single writer, no locks) and the `/metrics` endpoint.
 
 pub mod alloc;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod conn;
