@@ -124,6 +124,28 @@ fn records_stored_before_the_stream_broke_are_not_sent_again() {
 }
 
 #[test]
+fn nothing_is_sent_again_until_the_log_can_be_checked() {
+    // 6 records stored but not acked when the stream broke; the broker then accepts streams
+    // but fails its next 2 reads (fewer than `publish_retries`, so that no caller is answered
+    // with the error). Stop 19's CI: sending them again blind stored them twice.
+    let fake = FakeBroker::start(1, true, None);
+    fake.drop_stream(DropStream {
+        partition: 0,
+        at: 60,
+        unacked: 6,
+        reads_down_for: 2,
+        ..DropStream::default()
+    });
+    let offsets = publish_all(&fake, 200, 10);
+    check(&fake, 200, &offsets);
+    assert_eq!(
+        fake.fetches_to_fail(),
+        0,
+        "the failing reads were all tried"
+    );
+}
+
+#[test]
 fn stored_records_are_found_when_the_log_comes_back_a_few_at_a_time() {
     // 15 records stored but not acked; the broker returns at most 4 per fetch.
     play_with_fetch_max(60, 15, 200, 10, 4);

@@ -54,6 +54,9 @@ pub struct DropStream {
     pub renumber: usize,
     /// After the drop, refuse this many `PublishMessage` calls (the broker stays down).
     pub down_for: usize,
+    /// After the drop, fail this many `FetchMessage` calls (the broker is back but does not
+    /// serve reads yet).
+    pub reads_down_for: usize,
 }
 
 #[derive(Default)]
@@ -70,6 +73,9 @@ struct State {
     /// Most messages one `FetchMessage` returns (0: as many as asked), as a broker that
     /// returns one log file's worth at a time.
     fetch_max: usize,
+    /// `FetchMessage` calls still to fail (UNAVAILABLE), as a broker that just restarted and
+    /// does not serve reads yet.
+    fail_fetches: usize,
     /// The fake filer's key-value store (the same server answers as a filer).
     kv: std::collections::HashMap<Vec<u8>, Vec<u8>>,
     /// Per partition: its offset counter restarted at 0 while its files stay (see
@@ -166,6 +172,11 @@ impl FakeBroker {
     /// Makes every `FetchMessage` return at most `n` messages.
     pub fn set_fetch_max(&self, n: usize) {
         self.state.lock().unwrap().fetch_max = n;
+    }
+
+    /// `FetchMessage` calls still to fail.
+    pub fn fetches_to_fail(&self) -> usize {
+        self.state.lock().unwrap().fail_fetches
     }
 
     /// What the fake filer holds under `key`.
@@ -278,6 +289,7 @@ impl SeaweedMessaging for FakeBroker {
                                 }
                                 st.next[p] -= f.renumber as i64;
                                 st.refuse_streams = f.down_for;
+                                st.fail_fetches = f.reads_down_for;
                                 let dropped =
                                     Err(Status::unavailable("fake broker: stream dropped"));
                                 if f.unacked == 0 {
@@ -332,7 +344,11 @@ impl SeaweedMessaging for FakeBroker {
             .partition
             .as_ref()
             .map_or(0, |part| self.partition_of(part));
-        let st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap();
+        if st.fail_fetches > 0 {
+            st.fail_fetches -= 1;
+            return Err(Status::unavailable("fake broker: not serving reads yet"));
+        }
         let log = &st.logs[p];
         let hwm = if st.stale_counter.contains(&p) {
             st.next[p].min(log.len() as i64)
