@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, unit/integration tests, then the interop
-# matrix of real Kafka clients against the real kelp binary (scripts/interop.sh), then the
-# SeaweedMQ backend against a real SeaweedFS stack (scripts/test-seaweedmq.sh; builds `weed`
+# matrix of real Kafka clients against the real kelp binary (scripts/interop.sh), then SASL
+# logins with real clients (scripts/test-sasl.sh), then the SeaweedMQ backend against a real SeaweedFS stack (scripts/test-seaweedmq.sh; builds `weed`
 # from the Go module proxy with kelp's broker patches on first use, about ten minutes), then
 # the SeaweedMQ fault scenarios (scripts/test-seaweedmq-faults.sh: full stop, broker SIGKILL x3
 # and SIGTERM, kelp SIGKILL), then three kelp instances as one cluster in front of one SeaweedFS
@@ -27,6 +27,9 @@ cargo test --release
 
 banner "test: interop matrix (scripts/interop.sh)"
 KELP_INTEROP_REQUIRE_ALL=${KELP_INTEROP_REQUIRE_ALL:-${CI:+1}} scripts/interop.sh
+
+banner "test: SASL on a SASL_PLAINTEXT listener with real clients (scripts/test-sasl.sh)"
+scripts/test-sasl.sh
 
 banner "test: SeaweedMQ backend on a real SeaweedFS stack (scripts/test-seaweedmq.sh)"
 scripts/test-seaweedmq.sh

@@ -129,6 +129,9 @@ pub mod limits {
     pub const METRICS_ACCEPT_POLL_MS: u64 = 100;
     /// Longest SASL user name kelp stores or accepts.
     pub const SASL_USER_BYTES_MAX: usize = 256;
+    /// Largest frame a client on a SASL listener may send before it has logged in (Kafka's
+    /// `sasl.server.max.receive.size`).
+    pub const SASL_FRAME_BYTES_MAX: usize = 512 * 1024;
     /// Largest password `kelp user add` reads from standard input.
     pub const SASL_PASSWORD_BYTES_MAX: usize = 1024;
 }
@@ -139,6 +142,82 @@ pub enum Backend {
     Memory,
     /// SeaweedMQ over gRPC (`--seaweedmq`): records, topics and committed offsets live there.
     Seaweedmq,
+}
+
+/// How a listener talks to clients (Kafka's `security.protocol` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    const ALL: [SecurityProtocol; 4] = [
+        SecurityProtocol::Plaintext,
+        SecurityProtocol::Ssl,
+        SecurityProtocol::SaslPlaintext,
+        SecurityProtocol::SaslSsl,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Clients must log in with SASL before anything else.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// A listener: `[PROTOCOL://]HOST:PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub protocol: SecurityProtocol,
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for Listener {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Listener, String> {
+        let (protocol, addr) = match s.split_once("://") {
+            Some((p, a)) => {
+                let p = p.to_ascii_uppercase();
+                let protocol = SecurityProtocol::ALL
+                    .into_iter()
+                    .find(|x| x.name() == p)
+                    .ok_or_else(|| {
+                        format!("unknown protocol {p:?} (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)")
+                    })?;
+                (protocol, a)
+            }
+            None => (SecurityProtocol::Plaintext, s),
+        };
+        let addr = addr
+            .parse()
+            .map_err(|e| format!("{addr:?} is not HOST:PORT with an IP address: {e}"))?;
+        Ok(Listener { protocol, addr })
+    }
+}
+
+impl std::fmt::Display for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", self.protocol.name(), self.addr)
+    }
 }
 
 /// What kelp runs when given a subcommand instead of serving.
@@ -156,9 +235,26 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address to serve Kafka on.
+    /// Where to serve Kafka: [PROTOCOL://]HOST:PORT, PROTOCOL one of PLAINTEXT (the default)
+    /// or SASL_PLAINTEXT (logins checked against --users-file). SSL and SASL_SSL are refused
+    /// until TLS is built.
     #[arg(long, env = "KELP_LISTEN", default_value = "127.0.0.1:9092")]
-    pub listen: SocketAddr,
+    pub listen: Listener,
+
+    /// The users file SASL listeners check logins against (made with `kelp user add`; read
+    /// at start).
+    #[arg(long, env = "KELP_USERS_FILE")]
+    pub users_file: Option<std::path::PathBuf>,
+
+    /// How long a SASL login holds before the client must authenticate again on the same
+    /// connection (KIP-368; the client learns it from SaslAuthenticate). 0: for the
+    /// connection's life.
+    #[arg(long, env = "KELP_SASL_REAUTH_MS", default_value_t = 0)]
+    pub sasl_reauth_ms: u64,
+
+    /// A connection to a SASL listener that has not authenticated within this long is closed.
+    #[arg(long, env = "KELP_AUTH_TIMEOUT_MS", default_value_t = 10_000)]
+    pub auth_timeout_ms: u64,
 
     /// HOST:PORT clients are told to connect to (default: the listen address; 0.0.0.0 is never
     /// advertised: the host's name is used instead).
@@ -320,15 +416,15 @@ impl Config {
                     return (h.trim_matches(['[', ']']).to_string(), port);
                 }
             }
-            return (a.clone(), self.listen.port() as i32);
+            return (a.clone(), self.listen.addr.port() as i32);
         }
-        let ip = self.listen.ip();
+        let ip = self.listen.addr.ip();
         let host = if ip.is_unspecified() {
             hostname().unwrap_or_else(|| "127.0.0.1".to_string())
         } else {
             ip.to_string()
         };
-        (host, self.listen.port() as i32)
+        (host, self.listen.addr.port() as i32)
     }
 
     /// The cores to place shards on.
@@ -374,7 +470,20 @@ impl Config {
         if self.preempt_us == 0 {
             return Err("--preempt-us must be at least 1".into());
         }
-        if self.metrics_listen == Some(self.listen) {
+        if self.listen.protocol.tls() {
+            return Err(format!(
+                "--listen {}: TLS listeners (SSL, SASL_SSL) are not built yet; use PLAINTEXT \
+                 or SASL_PLAINTEXT",
+                self.listen
+            ));
+        }
+        if self.listen.protocol.sasl() && self.users_file.is_none() {
+            return Err(format!(
+                "--listen {} needs --users-file (make one with `kelp user add`)",
+                self.listen
+            ));
+        }
+        if self.metrics_listen == Some(self.listen.addr) {
             return Err("--metrics-listen must differ from --listen".into());
         }
         if !(0..=limits::NODE_ID_MAX).contains(&self.node_id) {

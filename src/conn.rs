@@ -15,7 +15,9 @@
 //! closes its own descriptor (never `shutdown`, which would end the socket for both). Clients
 //! that spread over partitions of several shards (most producers with many partitions) stay.
 
+use crate::auth::session::{Admit, Gate};
 use crate::config::limits;
+use crate::error::ErrorCode;
 use crate::handlers;
 use crate::metrics::{self, RequestTimer};
 use crate::protocol::{self, DecodeError, FRAME_PREFIX_BYTES};
@@ -195,6 +197,14 @@ fn topic_name<'a>(
     }
 }
 
+fn is_sasl(req: &protocol::Request) -> bool {
+    use kafka_protocol::messages::RequestKind;
+    matches!(
+        req.body,
+        RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)
+    )
+}
+
 /// How a connection's service on this shard ended.
 pub enum Served {
     /// Closed: its slot under `--max-connections` is free.
@@ -219,6 +229,10 @@ struct Conn {
     affinity: Affinity,
     /// When it last moved between shards, if it did.
     moved_at: Option<Instant>,
+    /// On a SASL listener: the login state (see `auth::session`).
+    sasl: Option<Gate>,
+    /// On a SASL listener, until the client has logged in: when it is closed if it has not.
+    auth_deadline: Option<Instant>,
 }
 
 /// Serves one connection until the peer closes it, it breaks the protocol, shutdown, or it
@@ -239,8 +253,17 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, moved_at: Option<Ins
         broken: false,
         affinity: Affinity::default(),
         moved_at,
+        sasl: None,
+        auth_deadline: None,
         shard,
     };
+    if c.shard.config.listen.protocol.sasl() {
+        let users = c.shard.users.clone().unwrap_or_default();
+        let lifetime = std::time::Duration::from_millis(c.shard.config.sasl_reauth_ms);
+        c.sasl = Some(Gate::new(users, lifetime));
+        let timeout = std::time::Duration::from_millis(c.shard.config.auth_timeout_ms);
+        c.auth_deadline = Some(Instant::now() + timeout);
+    }
     let mut last_active = Instant::now();
     let mut peek_byte = [0u8; 1];
     log::debug!("shard {}: connection from {peer}", c.shard.id);
@@ -293,7 +316,9 @@ impl Conn {
         let quiet = self.in_flight.is_empty() && self.wbuf.is_empty() && self.rbuf.is_empty();
         let settled = self.moved_at.is_none_or(|t| t.elapsed() >= interval);
         let open = self.closing.is_none() && !self.broken && !self.shard.stopping.get();
-        (quiet && settled && open).then_some(to)
+        // A SASL connection's login does not travel with the socket (yet): it stays.
+        let plain = self.sasl.is_none();
+        (quiet && settled && open && plain).then_some(to)
     }
 
     /// Hands the socket to shard `to` (this shard's descriptor closes as the stream drops);
@@ -330,6 +355,12 @@ impl Conn {
         if self.shard.stopping.get() && self.closing.is_none() {
             self.closing = Some(Close::Shutdown);
         }
+        if self.auth_deadline.is_some_and(|t| Instant::now() >= t) && self.closing.is_none() {
+            self.closing = Some(Close::Protocol(format!(
+                "no SASL login within --auth-timeout-ms {}",
+                self.shard.config.auth_timeout_ms
+            )));
+        }
         if self.can_read() {
             match recv_nonblocking(self.fd, &mut self.rbuf) {
                 Ok(0) => self.closing = Some(Close::PeerClosed),
@@ -363,7 +394,8 @@ impl Conn {
     /// Starts every complete request in the read buffer, up to the in-flight limit.
     fn start_requests(&mut self) {
         while self.can_read() {
-            match take_frame(&mut self.rbuf, self.max_frame) {
+            let limit = self.frame_limit();
+            match take_frame(&mut self.rbuf, limit) {
                 Frame::NeedMore => break,
                 Frame::TooLarge(len) => {
                     // Counted as a failed request of the API its header names, if buffered.
@@ -371,8 +403,13 @@ impl Conn {
                     let slot = metrics::slot_of_frame(header);
                     drop(RequestTimer::start(self.shard.metrics, slot, 0));
                     self.closing = Some(Close::Protocol(format!(
-                        "frame of {len} bytes is over --max-request-bytes {}",
-                        self.max_frame
+                        "frame of {len} bytes is over the limit of {} ({})",
+                        self.frame_limit(),
+                        if self.frame_limit() < self.max_frame {
+                            "SASL_FRAME_BYTES_MAX before a login"
+                        } else {
+                            "--max-request-bytes"
+                        }
                     )));
                 }
                 Frame::Complete(frame) => self.start(frame),
@@ -380,11 +417,26 @@ impl Conn {
         }
     }
 
+    /// The largest frame read now: before a SASL login, `SASL_FRAME_BYTES_MAX` (Kafka's
+    /// `sasl.server.max.receive.size`), so that an unauthenticated client cannot make kelp
+    /// buffer `--max-request-bytes`.
+    fn frame_limit(&self) -> usize {
+        match &self.sasl {
+            Some(g) if g.principal().is_none() => self.max_frame.min(limits::SASL_FRAME_BYTES_MAX),
+            _ => self.max_frame,
+        }
+    }
+
     /// Decodes one frame and starts handling it.
     fn start(&mut self, frame: Bytes) {
+        if self.sasl.as_ref().is_some_and(Gate::expects_raw_token) {
+            return self.raw_sasl_token(frame);
+        }
         let slot = metrics::slot_of_frame(&frame);
         let timer = RequestTimer::start(self.shard.metrics, slot, FRAME_PREFIX_BYTES + frame.len());
         match protocol::decode_request(frame) {
+            Ok(req) if is_sasl(&req) => self.sasl_request(req, timer),
+            Ok(req) if self.refused(&req) => drop(timer),
             Ok(req) => {
                 let owner = request_owner(&self.shard, &req);
                 self.affinity.observe(owner, self.shard.id);
@@ -404,6 +456,98 @@ impl Conn {
             }
             // The timer records a failed request as it drops.
             Err(e) => self.closing = Some(Close::Protocol(e.to_string())),
+        }
+    }
+
+    /// On a SASL listener, whether the request may not be served yet (the connection then
+    /// closes, as Kafka's does).
+    fn refused(&mut self, req: &protocol::Request) -> bool {
+        let Some(gate) = &self.sasl else {
+            return false;
+        };
+        match gate.admit(req.api_key) {
+            Admit::Serve => false,
+            Admit::Close(why) => {
+                self.closing = Some(Close::Protocol(why));
+                true
+            }
+        }
+    }
+
+    /// SaslHandshake and SaslAuthenticate, answered inline so that the login's state is
+    /// settled before the next frame is looked at. On a listener without SASL both answer
+    /// ILLEGAL_SASL_STATE.
+    fn sasl_request(&mut self, req: protocol::Request, timer: RequestTimer) {
+        use kafka_protocol::messages::{RequestKind, ResponseKind};
+        let mut keep_open = true;
+        let body = match (&req.body, self.sasl.as_mut()) {
+            (RequestKind::SaslHandshake(r), Some(g)) => {
+                ResponseKind::SaslHandshake(g.handshake(r, req.version))
+            }
+            (RequestKind::SaslAuthenticate(r), Some(g)) => {
+                let before = g.failures;
+                let (resp, ok) = g.authenticate(r);
+                keep_open = ok;
+                if g.failures > before {
+                    self.shard.metrics.sasl_failure();
+                }
+                if g.principal().is_some() {
+                    self.auth_deadline = None;
+                }
+                ResponseKind::SaslAuthenticate(resp)
+            }
+            (RequestKind::SaslHandshake(_), None) => {
+                let mut r = kafka_protocol::messages::SaslHandshakeResponse::default();
+                r.error_code = ErrorCode::IllegalSaslState.code();
+                ResponseKind::SaslHandshake(r)
+            }
+            _ => {
+                let mut r = kafka_protocol::messages::SaslAuthenticateResponse::default();
+                r.error_code = ErrorCode::IllegalSaslState.code();
+                ResponseKind::SaslAuthenticate(r)
+            }
+        };
+        let mut out = BytesMut::new();
+        let encoded = protocol::encode_response(
+            &mut out,
+            req.api_key,
+            req.version,
+            req.header.correlation_id,
+            &body,
+        );
+        if let Err(e) = encoded {
+            self.closing = Some(Close::Protocol(format!("encoding a SASL answer: {e:#}")));
+            return;
+        }
+        timer.finish(out.len(), !keep_open || protocol::response_has_error(&body));
+        let out = out.freeze();
+        self.in_flight.push_back(Box::pin(async move { Some(out) }));
+        if !keep_open {
+            self.closing = Some(Close::Protocol("SASL authentication failed".into()));
+        }
+    }
+
+    /// A bare SASL token after a v0 SaslHandshake; the answer is a bare token too. A failure
+    /// closes the connection (a v0 client has no other way to hear of it).
+    fn raw_sasl_token(&mut self, frame: Bytes) {
+        let Some(gate) = self.sasl.as_mut() else {
+            return;
+        };
+        match gate.raw_token(&frame) {
+            Some(reply) => {
+                if gate.principal().is_some() {
+                    self.auth_deadline = None;
+                }
+                let mut out = BytesMut::with_capacity(FRAME_PREFIX_BYTES + reply.len());
+                out.extend_from_slice(&(reply.len() as i32).to_be_bytes());
+                out.extend_from_slice(&reply);
+                let out = out.freeze();
+                self.in_flight.push_back(Box::pin(async move { Some(out) }));
+            }
+            None => {
+                self.shard.metrics.sasl_failure();
+                self.closing = Some(Close::Protocol("SASL authentication failed".into()));
+            }
         }
     }
 
@@ -440,6 +584,17 @@ impl Conn {
             }
         };
         let stop = self.shard.stop.notified();
+        // An unauthenticated client that says nothing is closed at its deadline.
+        let deadline = self.auth_deadline;
+        let stop = async move {
+            match deadline {
+                Some(t) => {
+                    let wait = t.saturating_duration_since(Instant::now());
+                    futures::future::select(stop, Box::pin(glommio::timer::sleep(wait))).await;
+                }
+                None => stop.await,
+            }
+        };
         futures::pin_mut!(readable, response, stop);
         let woke = futures::future::select(futures::future::select(readable, response), stop).await;
         if let futures::future::Either::Left((

@@ -24,6 +24,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         bail!("{e}");
     }
     raise_memlock_limit();
+    // Read once, before anything starts: a missing or bad users file stops kelp here.
+    let users = match (&config.users_file, config.listen.protocol.sasl()) {
+        (Some(path), true) => {
+            let users = crate::auth::Users::load(path, false).map_err(anyhow::Error::msg)?;
+            if users.is_empty() {
+                log::warn!("{}: no users: every SASL login will fail", path.display());
+            }
+            Some(Arc::new(users))
+        }
+        _ => None,
+    };
     let seaweed = start_grpc_core(&config)?;
     let cores = config.shard_cores().map_err(anyhow::Error::msg)?;
     // Bound before any shard starts: a taken metrics address stops kelp here, cleanly.
@@ -40,7 +51,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     let (mesh, ends) = Mesh::new(cores.len()).context("creating the shard mesh")?;
     let config = Arc::new(config);
-    let handles = spawn_shards(&cores, &config, &mesh, ends, metrics, &seaweed)?;
+    let handles = spawn_shards(&cores, &config, &mesh, ends, metrics, &seaweed, &users)?;
     let (host, port) = config.advertised();
     log::info!(
         "kelp listening on {} (advertised as {host}:{port}), {} shards on cores {:?}, backend {:?}",
@@ -82,6 +93,7 @@ fn spawn_shards(
     ends: Vec<ShardEnds>,
     metrics: &'static Metrics,
     seaweed: &Option<SeaweedHandle>,
+    users: &Option<Arc<crate::auth::Users>>,
 ) -> anyhow::Result<Vec<glommio::ExecutorJoinHandle<()>>> {
     let doorbells = MeshBuilder::<(), Full>::full(cores.len(), 1);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -93,12 +105,15 @@ fn spawn_shards(
         let ready = ready_tx.clone();
         let bells = doorbells.clone();
         let seaweed = seaweed.clone();
+        let users = users.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("kelp-shard-{id}"))
             .spin_before_park(config.spin())
             .preempt_timer(Duration::from_micros(config.preempt_us))
             .io_memory(256 * 1024)
-            .spawn(move || shard_main(id, config, mesh, metrics, ends, bells, ready, seaweed))
+            .spawn(move || {
+                shard_main(id, config, mesh, metrics, ends, bells, ready, (seaweed, users))
+            })
             .map_err(|e| {
                 anyhow::anyhow!(
                     "starting shard {id} on core {core}: {e} (glommio needs locked memory: raise `ulimit -l`)"
@@ -197,9 +212,9 @@ async fn shard_main(
     ends: ShardEnds,
     bells: MeshBuilder<(), Full>,
     ready: mpsc::Sender<Result<(), String>>,
-    seaweed: Option<SeaweedHandle>,
+    (seaweed, users): (Option<SeaweedHandle>, Option<Arc<crate::auth::Users>>),
 ) {
-    let bound = bind_reuseport(config.listen);
+    let bound = bind_reuseport(config.listen.addr);
     let listen_fd = bound.as_ref().map(|l| l.as_raw_fd()).unwrap_or(-1);
     // SAFETY: the fd is a listening TCP socket we own; glommio takes it over whole.
     let listener = match bound.map(|l| unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) }) {
@@ -212,7 +227,14 @@ async fn shard_main(
             return;
         }
     };
-    let shard = Shard::new(id, config.clone(), mesh.clone(), metrics.shard(id), seaweed);
+    let shard = Shard::new(
+        id,
+        config.clone(),
+        mesh.clone(),
+        metrics.shard(id),
+        seaweed,
+        users,
+    );
     let bells = shard.join_doorbells(bells).await;
     let inbox = glommio::spawn_local(shard.clone().run_inbox(ends, bells));
     shard.start_background();

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod scram;
+pub mod session;
 pub mod users;
 
 pub use scram::{Credential, Mechanism};

@@ -240,7 +240,10 @@ impl ScramServer {
                         "channel binding differs from the gs2 header",
                     ));
                 }
-                if fin.nonce != nonce {
+                // Kafka accepts a final nonce that ends with the server's (librdkafka sends its
+                // own nonce again in front of it), so kelp does too: the server's random half
+                // is in it either way.
+                if !fin.nonce.ends_with(&nonce) {
                     return Err(AuthError::Malformed("nonce differs from the server's"));
                 }
                 let auth_message = format!("{auth_prefix},{}", fin.without_proof);

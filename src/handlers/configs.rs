@@ -86,11 +86,7 @@ fn broker_config_entries(shard: &Shard) -> Vec<ConfigEntry> {
         ),
         e("broker.id", c.node_id.to_string(), ConfigType::Int),
         e("default.replication.factor", "1".into(), ConfigType::Int),
-        e(
-            "listeners",
-            format!("PLAINTEXT://{}", c.listen),
-            ConfigType::List,
-        ),
+        e("listeners", c.listen.to_string(), ConfigType::List),
         e(
             "log.retention.bytes",
             c.retention_bytes.to_string(),

@@ -102,6 +102,7 @@ pub struct ShardMetrics {
     connections: Cell64,
     connections_accepted: Cell64,
     connections_refused: Cell64,
+    sasl_failures: Cell64,
     connections_moved_in: Cell64,
     partitions: Cell64,
     topics: Cell64,
@@ -127,6 +128,7 @@ impl Default for ShardMetrics {
             connections: Cell64::default(),
             connections_accepted: Cell64::default(),
             connections_refused: Cell64::default(),
+            sasl_failures: Cell64::default(),
             connections_moved_in: Cell64::default(),
             partitions: Cell64::default(),
             topics: Cell64::default(),
@@ -178,6 +180,11 @@ impl ShardMetrics {
 
     pub fn connection_refused(&self) {
         self.connections_refused.add(1);
+    }
+
+    /// A SASL login failed (wrong password, unknown user, malformed exchange).
+    pub fn sasl_failure(&self) {
+        self.sasl_failures.add(1);
     }
 
     /// A connection closed; `open` is how many this shard serves now.
@@ -329,7 +336,7 @@ impl Metrics {
     }
 
     fn render_per_shard(&self, out: &mut String) {
-        let per_shard: [(&str, &str, &str, ShardValue); 6] = [
+        let per_shard: [(&str, &str, &str, ShardValue); 7] = [
             (
                 "kelp_connections",
                 "Client connections the shard serves now.",
@@ -348,6 +355,13 @@ impl Metrics {
                  reached.",
                 "counter",
                 |m| m.connections_refused.get(),
+            ),
+            (
+                "kelp_sasl_authentication_failures_total",
+                "SASL logins that failed on the shard's connections (wrong password, unknown \
+                 user, malformed exchange).",
+                "counter",
+                |m| m.sasl_failures.get(),
             ),
             (
                 "kelp_connections_moved_in_total",
@@ -633,7 +647,7 @@ mod tests {
         }
         assert_eq!(slot_of(-1), UNKNOWN_SLOT);
         assert_eq!(slot_of(9999), UNKNOWN_SLOT);
-        assert_eq!(slot_of(ApiKey::SaslHandshake as i16), UNKNOWN_SLOT);
+        assert_eq!(slot_of(ApiKey::DescribeAcls as i16), UNKNOWN_SLOT);
         assert_eq!(slot_of_frame(&[0]), UNKNOWN_SLOT);
         assert_eq!(slot_of_frame(&[0, 18, 0, 0]), slot_of(18));
     }

@@ -87,6 +87,8 @@ pub(crate) trait OwnedPartition {
 pub struct Shard {
     pub id: usize,
     pub config: Arc<Config>,
+    /// The users a SASL listener checks logins against (read once at start).
+    pub users: Option<Arc<crate::auth::Users>>,
     pub advertised: (String, i32),
     pub mesh: Arc<Mesh>,
     /// This shard's end of the mesh (pending calls, doorbells, the spinner's state).
@@ -122,6 +124,7 @@ impl Shard {
         mesh: Arc<Mesh>,
         metrics: &'static ShardMetrics,
         seaweed: Option<SeaweedHandle>,
+        users: Option<Arc<crate::auth::Users>>,
     ) -> Rc<Shard> {
         let shards = mesh.shards() as i64;
         // Producer ids: unique across shards (id modulo shard count), across the instances of
@@ -167,6 +170,7 @@ impl Shard {
         };
         Rc::new(Shard {
             id,
+            users,
             cluster: RefCell::new(Arc::new(view)),
             advertised: config.advertised(),
             groups,

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# SASL on a SASL_PLAINTEXT listener, with real clients against the real kelp binary:
+#   - `kelp user add` writes the users file (password on stdin); the file must not hold it;
+#   - confluent-kafka (librdkafka) and kafka-python (pure Python) produce and read back over
+#     PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512; a wrong password fails fast with an
+#     authentication error; a client without SASL gets no metadata (tests/sasl/sasl_clients.py);
+#   - kcat produces and consumes over SCRAM-SHA-512; kcat without SASL cannot produce (its
+#     record is nowhere to be read);
+#   - a connection that says nothing is closed at --auth-timeout-ms;
+#   - failed logins are counted on /metrics.
+# Environment: KELP_BIN (default: cargo build --release), KELP_PYTHON_VENV.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=scripts/lib.sh source-path=SCRIPTDIR/..
+source "$ROOT/scripts/lib.sh"
+
+RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/kelp-sasl.XXXXXX")
+RESULTS=$RUN_DIR/results.txt
+: >"$RESULTS"
+KELP_PID=
+cleanup() {
+    [ -n "$KELP_PID" ] && kill -TERM "$KELP_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+if [ -z "${KELP_BIN:-}" ]; then
+    banner "sasl: cargo build --release"
+    cargo build --release --bin kelp
+    KELP_BIN=$ROOT/target/release/kelp
+fi
+VENV=${KELP_PYTHON_VENV:-$ROOT/target/interop/venv-python}
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka' 2>/dev/null; then
+    banner "sasl: python venv with confluent-kafka and kafka-python"
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
+        -r tests/interop/python/requirements.txt
+fi
+
+result() { echo "RESULT|$1|$2|$3|$4" | tee -a "$RESULTS"; }
+
+USER_NAME=alice
+PASSWORD="sasl-$(rand_hex)-secret"
+USERS=$RUN_DIR/users
+banner "sasl: kelp user add"
+for mech in PLAIN SCRAM-SHA-256 SCRAM-SHA-512; do
+    echo "$PASSWORD" | "$KELP_BIN" user add --users-file "$USERS" --mechanism "$mech" "$USER_NAME"
+done
+if grep -q -- "$PASSWORD" "$USERS"; then
+    result kelp users-file-salted fail "the users file holds the password in clear"
+else
+    result kelp users-file-salted pass "$(grep -c "^$USER_NAME	" "$USERS") credentials for $USER_NAME, no password in clear; mode $(stat -c %a "$USERS")"
+fi
+
+PORT=$(free_port)
+METRICS_PORT=$(free_port)
+AUTH_TIMEOUT_MS=2000
+banner "sasl: kelp on SASL_PLAINTEXT://127.0.0.1:$PORT"
+RUST_LOG=${RUST_LOG:-info} "$KELP_BIN" --listen "SASL_PLAINTEXT://127.0.0.1:$PORT" \
+    --users-file "$USERS" --auth-timeout-ms "$AUTH_TIMEOUT_MS" \
+    --metrics-listen "127.0.0.1:$METRICS_PORT" >"$RUN_DIR/kelp.log" 2>&1 &
+KELP_PID=$!
+wait_listening "$PORT" "$KELP_PID" "$RUN_DIR/kelp.log" 60 "kelp"
+
+banner "sasl: confluent-kafka and kafka-python"
+KELP_BOOTSTRAP=127.0.0.1:$PORT KELP_SASL_USER=$USER_NAME KELP_SASL_PASSWORD=$PASSWORD \
+    timeout 600 "$VENV/bin/python" tests/sasl/sasl_clients.py 2>"$RUN_DIR/clients.log" |
+    tee -a "$RESULTS" || true
+
+banner "sasl: kcat"
+KCAT_SASL=(-X security.protocol=SASL_PLAINTEXT -X sasl.mechanisms=SCRAM-SHA-512
+    -X "sasl.username=$USER_NAME" -X "sasl.password=$PASSWORD")
+TOPIC=sasl-kcat-$(rand_hex)
+seq 1 20 | timeout 60 kcat -b "127.0.0.1:$PORT" "${KCAT_SASL[@]}" -P -t "$TOPIC" -p 0 \
+    2>"$RUN_DIR/kcat-produce.log" || true
+got=$(timeout 60 kcat -b "127.0.0.1:$PORT" "${KCAT_SASL[@]}" -C -t "$TOPIC" -p 0 -o beginning -e \
+    2>"$RUN_DIR/kcat-consume.log" | tr '\n' ' ' || true)
+if [ "$got" = "$(seq 1 20 | tr '\n' ' ')" ]; then
+    result kcat sasl-scram-sha-512 pass "20 records produced and read back as $USER_NAME"
+else
+    result kcat sasl-scram-sha-512 fail "read back: '$got'"
+fi
+# Without SASL: the connection closes at the first request, the record goes nowhere.
+ANON=sasl-anon-$(rand_hex)
+echo anonymous | timeout 20 kcat -b "127.0.0.1:$PORT" -P -t "$ANON" -p 0 -m 5 \
+    2>"$RUN_DIR/kcat-anon.log" && anon_rc=0 || anon_rc=$?
+seen=$(timeout 30 kcat -b "127.0.0.1:$PORT" "${KCAT_SASL[@]}" -C -t "$ANON" -p 0 -o beginning -e \
+    -m 10 2>/dev/null | tr '\n' ' ' || true)
+if [ "$anon_rc" -ne 0 ] && [ -z "$seen" ]; then
+    result kcat sasl-none-cannot-produce pass "kcat without SASL failed (exit $anon_rc); nothing stored"
+else
+    result kcat sasl-none-cannot-produce fail "kcat without SASL exit $anon_rc; read back '$seen'"
+fi
+
+banner "sasl: a silent connection is closed at --auth-timeout-ms"
+took=$(timeout 30 "$VENV/bin/python" - "$PORT" <<'EOF' || echo "error"
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+t0 = time.monotonic()
+s.settimeout(25)
+try:
+    data = s.recv(1)
+    print(f"{time.monotonic() - t0:.1f}" if data == b"" else "data")
+except ConnectionResetError:
+    print(f"{time.monotonic() - t0:.1f}")
+except socket.timeout:
+    print("open")
+EOF
+)
+if [[ $took =~ ^[0-9.]+$ ]] && awk -v t="$took" -v lim="$AUTH_TIMEOUT_MS" 'BEGIN { exit !(t * 1000 >= lim - 100 && t * 1000 <= lim + 5000) }'; then
+    result kelp sasl-auth-timeout pass "closed after ${took}s (--auth-timeout-ms $AUTH_TIMEOUT_MS)"
+else
+    result kelp sasl-auth-timeout fail "silent connection: $took (--auth-timeout-ms $AUTH_TIMEOUT_MS)"
+fi
+
+failures=$(curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" |
+    awk '/^kelp_sasl_authentication_failures_total/ { n += $2 } END { print n + 0 }')
+if [ "$failures" -ge 2 ]; then
+    result kelp sasl-failures-metric pass "kelp_sasl_authentication_failures_total = $failures after the wrong-password checks"
+else
+    result kelp sasl-failures-metric fail "kelp_sasl_authentication_failures_total = $failures, expected at least 2"
+fi
+if grep -q -- "$PASSWORD" "$RUN_DIR"/*.log; then
+    result kelp sasl-no-secret-in-logs fail "the password appears in a log"
+else
+    result kelp sasl-no-secret-in-logs pass "the password appears in no log (kelp's, the clients')"
+fi
+
+kill -TERM "$KELP_PID"
+wait "$KELP_PID" || die "kelp did not exit cleanly on SIGTERM"
+KELP_PID=
+
+EXPECTED=15
+passed=$(grep -c '^RESULT|.*|pass|' "$RESULTS" || true)
+failed=$(grep -c '^RESULT|.*|fail|' "$RESULTS" || true)
+echo "sasl: $passed passed, $failed failed (expected $EXPECTED); logs in $RUN_DIR"
+if [ "$failed" -gt 0 ] || [ "$passed" -ne "$EXPECTED" ]; then
+    die_with_logs "$RESULTS" "$RUN_DIR" 15 "SASL checks failed"
+fi
