@@ -216,5 +216,10 @@ passed=$(grep -c '^RESULT|.*|pass|' "$RESULTS" || true)
 failed=$(grep -c '^RESULT|.*|fail|' "$RESULTS" || true)
 echo "faults: $passed passed, $failed failed (expected $expected); logs in $RUN_DIR"
 if [ "$failed" -gt 0 ] || [ "$passed" -ne "$expected" ]; then
+    # The broker's side of a failure: its error lines go beside kelp's logs (their tail is
+    # printed), and the stack's directory (the whole broker log, the filer's data) is kept.
+    grep -E '^[EW][0-9]{4} ' "$STACK_DIR/broker.log" >"$RUN_DIR/weed-broker-errors.log" || true
+    export SEAWEEDMQ_KEEP=1
+    echo "the SeaweedFS stack's files are kept in $STACK_DIR"
     die_with_logs "$RESULTS" "$RUN_DIR" 15 "SeaweedMQ fault scenarios failed"
 fi
