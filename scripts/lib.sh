@@ -25,6 +25,27 @@ die_with_logs() {
     die "$4"
 }
 
+# need_kelp_bin SUITE: KELP_BIN as given, or kelp built now (cargo build --release).
+need_kelp_bin() {
+    if [ -z "${KELP_BIN:-}" ]; then
+        banner "$1: cargo build --release"
+        cargo build --release --bin kelp
+        KELP_BIN=$ROOT/target/release/kelp
+    fi
+}
+
+# need_python_venv SUITE: sets VENV to KELP_PYTHON_VENV or target/interop/venv-python, made
+# (with the interop suite's pinned clients) if it lacks them.
+need_python_venv() {
+    VENV=${KELP_PYTHON_VENV:-$ROOT/target/interop/venv-python}
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka' 2>/dev/null; then
+        banner "$1: python venv with confluent-kafka and kafka-python"
+        python3 -m venv "$VENV"
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
+            -r "$ROOT/tests/interop/python/requirements.txt"
+    fi
+}
+
 # free_port: print a TCP port on 127.0.0.1 that is free right now (the OS picks it).
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'

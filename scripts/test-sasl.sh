@@ -6,6 +6,7 @@
 #     authentication error; a client without SASL gets no metadata (tests/sasl/sasl_clients.py);
 #   - kcat produces and consumes over SCRAM-SHA-512; kcat without SASL cannot produce (its
 #     record is nowhere to be read);
+#   - a user added while kelp runs logs in after SIGHUP (the users file is read again);
 #   - a connection that says nothing is closed at --auth-timeout-ms;
 #   - failed logins are counted on /metrics.
 # Environment: KELP_BIN (default: cargo build --release), KELP_PYTHON_VENV.
@@ -25,18 +26,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -z "${KELP_BIN:-}" ]; then
-    banner "sasl: cargo build --release"
-    cargo build --release --bin kelp
-    KELP_BIN=$ROOT/target/release/kelp
-fi
-VENV=${KELP_PYTHON_VENV:-$ROOT/target/interop/venv-python}
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import confluent_kafka, kafka' 2>/dev/null; then
-    banner "sasl: python venv with confluent-kafka and kafka-python"
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
-        -r tests/interop/python/requirements.txt
-fi
+need_kelp_bin sasl
+need_python_venv sasl
 
 result() { echo "RESULT|$1|$2|$3|$4" | tee -a "$RESULTS"; }
 
@@ -56,9 +47,10 @@ fi
 PORT=$(free_port)
 METRICS_PORT=$(free_port)
 AUTH_TIMEOUT_MS=2000
+SHARDS=2
 banner "sasl: kelp on SASL_PLAINTEXT://127.0.0.1:$PORT"
 RUST_LOG=${RUST_LOG:-info} "$KELP_BIN" --listen "SASL_PLAINTEXT://127.0.0.1:$PORT" \
-    --users-file "$USERS" --auth-timeout-ms "$AUTH_TIMEOUT_MS" \
+    --users-file "$USERS" --auth-timeout-ms "$AUTH_TIMEOUT_MS" --shards "$SHARDS" \
     --metrics-listen "127.0.0.1:$METRICS_PORT" >"$RUN_DIR/kelp.log" 2>&1 &
 KELP_PID=$!
 wait_listening "$PORT" "$KELP_PID" "$RUN_DIR/kelp.log" 60 "kelp"
@@ -93,6 +85,29 @@ else
     result kcat sasl-none-cannot-produce fail "kcat without SASL exit $anon_rc; read back '$seen'"
 fi
 
+banner "sasl: a user added while kelp runs logs in after SIGHUP"
+NEW_PASSWORD="sasl-$(rand_hex)-second"
+echo "$NEW_PASSWORD" | "$KELP_BIN" user add --users-file "$USERS" --mechanism SCRAM-SHA-256 bob
+kill -HUP "$KELP_PID"
+# Each shard takes the new users from its inbox and says so; every one must have.
+deadline=$((SECONDS + 30))
+until [ "$(grep -c 'check against the users file as read again (4 credentials)' "$RUN_DIR/kelp.log")" -ge "$SHARDS" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || die "not every shard took the users file within 30 s of SIGHUP"
+    sleep 0.1
+done
+BOB_TOPIC=sasl-bob-$(rand_hex)
+BOB_SASL=(-X security.protocol=SASL_PLAINTEXT -X sasl.mechanisms=SCRAM-SHA-256
+    -X sasl.username=bob -X "sasl.password=$NEW_PASSWORD")
+echo from-bob | timeout 60 kcat -b "127.0.0.1:$PORT" "${BOB_SASL[@]}" -P -t "$BOB_TOPIC" -p 0 \
+    2>"$RUN_DIR/kcat-bob.log" || true
+got=$(timeout 60 kcat -b "127.0.0.1:$PORT" "${BOB_SASL[@]}" -C -t "$BOB_TOPIC" -p 0 -o beginning \
+    -e 2>>"$RUN_DIR/kcat-bob.log" | tr '\n' ' ' || true)
+if [ "$got" = "from-bob " ]; then
+    result kcat sasl-users-reload pass "bob, added to the users file after start, logged in after SIGHUP"
+else
+    result kcat sasl-users-reload fail "bob after SIGHUP read back '$got'"
+fi
+
 banner "sasl: a silent connection is closed at --auth-timeout-ms"
 took=$(timeout 30 "$VENV/bin/python" - "$PORT" <<'EOF' || echo "error"
 import socket, sys, time
@@ -121,17 +136,17 @@ if [ "$failures" -ge 2 ]; then
 else
     result kelp sasl-failures-metric fail "kelp_sasl_authentication_failures_total = $failures, expected at least 2"
 fi
-if grep -q -- "$PASSWORD" "$RUN_DIR"/*.log; then
-    result kelp sasl-no-secret-in-logs fail "the password appears in a log"
+if grep -q -e "$PASSWORD" -e "$NEW_PASSWORD" "$RUN_DIR"/*.log "$USERS"; then
+    result kelp sasl-no-secret-in-logs fail "a password appears in a log or the users file"
 else
-    result kelp sasl-no-secret-in-logs pass "the password appears in no log (kelp's, the clients')"
+    result kelp sasl-no-secret-in-logs pass "neither password appears in any log (kelp's, the clients') or the users file"
 fi
 
 kill -TERM "$KELP_PID"
 wait "$KELP_PID" || die "kelp did not exit cleanly on SIGTERM"
 KELP_PID=
 
-EXPECTED=15
+EXPECTED=16
 passed=$(grep -c '^RESULT|.*|pass|' "$RESULTS" || true)
 failed=$(grep -c '^RESULT|.*|fail|' "$RESULTS" || true)
 echo "sasl: $passed passed, $failed failed (expected $EXPECTED); logs in $RUN_DIR"

@@ -69,18 +69,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -z "${KELP_BIN:-}" ]; then
-    banner "cluster: cargo build --release"
-    cargo build --release --bin kelp
-    KELP_BIN=$ROOT/target/release/kelp
-fi
-VENV=${KELP_PYTHON_VENV:-$ROOT/target/interop/venv-python}
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
-    banner "cluster: python venv with confluent-kafka"
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
-        -r tests/interop/python/requirements.txt
-fi
+need_kelp_bin cluster
+need_python_venv cluster
 PY=$VENV/bin/python
 
 banner "cluster: the single-writer checker on synthetic logs (it must fail on overlaps)"

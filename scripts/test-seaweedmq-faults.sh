@@ -49,18 +49,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -z "${KELP_BIN:-}" ]; then
-    banner "faults: cargo build --release"
-    cargo build --release --bin kelp
-    KELP_BIN=$ROOT/target/release/kelp
-fi
-VENV=${KELP_PYTHON_VENV:-$ROOT/target/interop/venv-python}
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
-    banner "faults: python venv with confluent-kafka"
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
-        -r tests/interop/python/requirements.txt
-fi
+need_kelp_bin faults
+need_python_venv faults
 
 banner "faults: starting a SeaweedFS stack ($([ "$STOCK" = 1 ] && echo stock || echo patched) weed, default broker flags)"
 scripts/seaweedmq-up.sh

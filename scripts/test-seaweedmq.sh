@@ -42,19 +42,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -z "${KELP_BIN:-}" ]; then
-    banner "seaweedmq: cargo build --release"
-    cargo build --release --bin kelp
-    KELP_BIN=$ROOT/target/release/kelp
-fi
-
-VENV=${KELP_PYTHON_VENV:-$ROOT/target/interop/venv-python}
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
-    banner "seaweedmq: python venv with confluent-kafka"
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
-        -r tests/interop/python/requirements.txt
-fi
+need_kelp_bin seaweedmq
+need_python_venv seaweedmq
 
 banner "seaweedmq: starting a SeaweedFS stack"
 SEAWEEDMQ_STATE=$STATE_FILE scripts/seaweedmq-up.sh

@@ -258,7 +258,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, moved_at: Option<Ins
         shard,
     };
     if c.shard.config.listen.protocol.sasl() {
-        let users = c.shard.users.clone().unwrap_or_default();
+        // A connection keeps the users it started with; a reload (SIGHUP) applies to new ones.
+        let users = c.shard.users.borrow().clone().unwrap_or_default();
         let lifetime = std::time::Duration::from_millis(c.shard.config.sasl_reauth_ms);
         c.sasl = Some(Gate::new(users, lifetime));
         let timeout = std::time::Duration::from_millis(c.shard.config.auth_timeout_ms);

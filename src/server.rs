@@ -70,7 +70,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    spawn_signal_thread(mesh.clone())?;
+    spawn_signal_thread(mesh.clone(), config.clone())?;
 
     for h in handles {
         let _ = h.join();
@@ -180,17 +180,20 @@ fn start_grpc_core(config: &Config) -> anyhow::Result<Option<SeaweedHandle>> {
 }
 
 /// SIGTERM or SIGINT: every shard stops accepting and finishes what is in flight; whatever is
-/// still running when the grace period ends is cut off.
-fn spawn_signal_thread(mesh: Arc<Mesh>) -> anyhow::Result<()> {
+/// still running when the grace period ends is cut off. SIGHUP: the users file is read again
+/// (a bad file leaves the users as they were).
+fn spawn_signal_thread(mesh: Arc<Mesh>, config: Arc<Config>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     std::thread::Builder::new()
         .name("kelp-signals".into())
         .spawn(move || {
-            let mut signals = signal_hook::iterator::Signals::new([
-                signal_hook::consts::SIGTERM,
-                signal_hook::consts::SIGINT,
-            ])
-            .expect("installing signal handlers");
-            if let Some(sig) = signals.forever().next() {
+            let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+                .expect("installing signal handlers");
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    reload_users(&mesh, &config);
+                    continue;
+                }
                 log::info!("signal {sig}: no longer accepting; finishing in-flight requests");
                 mesh.shutdown_all();
                 std::thread::sleep(Duration::from_millis(limits::SHUTDOWN_GRACE_MS));
@@ -200,6 +203,30 @@ fn spawn_signal_thread(mesh: Arc<Mesh>) -> anyhow::Result<()> {
         })
         .context("starting the signal thread")?;
     Ok(())
+}
+
+/// SIGHUP: reads the users file again and hands it to every shard; connections that already
+/// logged in stay logged in.
+fn reload_users(mesh: &Mesh, config: &Config) {
+    let Some(path) = config
+        .users_file
+        .as_ref()
+        .filter(|_| config.listen.protocol.sasl())
+    else {
+        log::info!("SIGHUP: no SASL listener, nothing to reload");
+        return;
+    };
+    match crate::auth::Users::load(path, false) {
+        Ok(users) => {
+            log::info!(
+                "SIGHUP: {} read again: {} credentials",
+                path.display(),
+                users.len()
+            );
+            mesh.users_to_all(&Arc::new(users));
+        }
+        Err(e) => log::warn!("SIGHUP: {e}; the users stay as they were"),
+    }
 }
 
 // Everything a shard starts with, handed over once by the thread that spawns it.

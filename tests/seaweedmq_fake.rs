@@ -105,16 +105,25 @@ fn play(at: usize, unacked: usize, n: usize, per_call: usize) {
 
 /// [`play`] against a broker whose fetches return at most `fetch_max` records each.
 fn play_with_fetch_max(at: usize, unacked: usize, n: usize, per_call: usize, fetch_max: usize) {
-    let fake = FakeBroker::start(1, true, None);
-    fake.set_fetch_max(fetch_max);
-    fake.drop_stream(DropStream {
+    let fault = DropStream {
         partition: 0,
         at,
         unacked,
         ..DropStream::default()
-    });
+    };
+    play_fault(fault, n, per_call, fetch_max);
+}
+
+/// Plays `fault` while `n` records go out in calls of `per_call` to a broker whose fetches
+/// return at most `fetch_max` records each (0: any number), and checks each is stored once, at
+/// the offset it was acked at. Returns the broker, for further checks.
+fn play_fault(fault: DropStream, n: usize, per_call: usize, fetch_max: usize) -> FakeBroker {
+    let fake = FakeBroker::start(1, true, None);
+    fake.set_fetch_max(fetch_max);
+    fake.drop_stream(fault);
     let offsets = publish_all(&fake, n, per_call);
     check(&fake, n, &offsets);
+    fake
 }
 
 #[test]
@@ -128,16 +137,14 @@ fn nothing_is_sent_again_until_the_log_can_be_checked() {
     // 6 records stored but not acked when the stream broke; the broker then accepts streams
     // but fails its next 2 reads (fewer than `publish_retries`, so that no caller is answered
     // with the error). Stop 19's CI: sending them again blind stored them twice.
-    let fake = FakeBroker::start(1, true, None);
-    fake.drop_stream(DropStream {
+    let fault = DropStream {
         partition: 0,
         at: 60,
         unacked: 6,
         reads_down_for: 2,
         ..DropStream::default()
-    });
-    let offsets = publish_all(&fake, 200, 10);
-    check(&fake, 200, &offsets);
+    };
+    let fake = play_fault(fault, 200, 10, 0);
     assert_eq!(
         fake.fetches_to_fail(),
         0,

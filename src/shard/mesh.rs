@@ -95,6 +95,13 @@ impl Mesh {
             let _ = self.inboxes[i].send(Envelope::Shutdown);
         }
     }
+
+    /// Gives every shard the users file as read again (blocking sends, like shutdown's).
+    pub fn users_to_all(&self, users: &std::sync::Arc<crate::auth::Users>) {
+        for i in 0..self.shards() {
+            let _ = self.inboxes[i].send(Envelope::Users(users.clone()));
+        }
+    }
 }
 
 /// One shard's end of the mesh: its calls waiting for replies, its doorbells, and what its
@@ -227,6 +234,15 @@ impl Shard {
             Envelope::Shutdown => {
                 self.stopping.set(true);
                 self.stop.notify_all();
+            }
+            Envelope::Users(users) => {
+                log::info!(
+                    "shard {}: new SASL logins check against the users file as read again ({} \
+                     credentials)",
+                    self.id,
+                    users.len()
+                );
+                *self.users.borrow_mut() = Some(users);
             }
         }
     }

@@ -87,8 +87,8 @@ pub(crate) trait OwnedPartition {
 pub struct Shard {
     pub id: usize,
     pub config: Arc<Config>,
-    /// The users a SASL listener checks logins against (read once at start).
-    pub users: Option<Arc<crate::auth::Users>>,
+    /// The users a SASL listener checks logins against (read at start, again on SIGHUP).
+    pub users: RefCell<Option<Arc<crate::auth::Users>>>,
     pub advertised: (String, i32),
     pub mesh: Arc<Mesh>,
     /// This shard's end of the mesh (pending calls, doorbells, the spinner's state).
@@ -170,7 +170,7 @@ impl Shard {
         };
         Rc::new(Shard {
             id,
-            users,
+            users: RefCell::new(users),
             cluster: RefCell::new(Arc::new(view)),
             advertised: config.advertised(),
             groups,

@@ -131,7 +131,16 @@ pub enum Reply {
 }
 
 pub enum Envelope {
-    Request { id: u64, from: usize, op: Op },
-    Reply { id: u64, reply: Reply },
+    Request {
+        id: u64,
+        from: usize,
+        op: Op,
+    },
+    Reply {
+        id: u64,
+        reply: Reply,
+    },
     Shutdown,
+    /// The users file was read again (SIGHUP): new SASL logins check against these.
+    Users(std::sync::Arc<crate::auth::Users>),
 }
