@@ -1,7 +1,9 @@
 //! Command-line flags (each with a `KELP_*` environment twin) and the named limits.
 
+use crate::auth::scram::{Mechanism, ITERATIONS_MAX, ITERATIONS_MIN};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Limits that are not operator flags. Every queue, buffer and table has one, named with its
@@ -220,12 +222,52 @@ impl std::fmt::Display for Listener {
     }
 }
 
+/// What `kelp user` does.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Adds a user, or replaces their credentials, for each mechanism named. The password is
+    /// read from standard input (its first line), and stored salted and hashed, never in
+    /// clear.
+    Add {
+        /// The users file (created if missing; replaced atomically).
+        #[arg(long, env = "KELP_USERS_FILE")]
+        users_file: PathBuf,
+        /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; repeat for several.
+        #[arg(long, required = true, value_parser = parse_mechanism)]
+        mechanism: Vec<Mechanism>,
+        /// PBKDF2 iterations of the salted credential.
+        #[arg(long, default_value_t = ITERATIONS_MIN,
+              value_parser = clap::value_parser!(u32).range(ITERATIONS_MIN as i64..=ITERATIONS_MAX as i64))]
+        iterations: u32,
+        /// The user's name.
+        name: String,
+    },
+    /// Deletes a user's credentials: those of one mechanism, or all of them.
+    Delete {
+        /// The users file.
+        #[arg(long, env = "KELP_USERS_FILE")]
+        users_file: PathBuf,
+        /// Only this mechanism's credential (default: every one).
+        #[arg(long, value_parser = parse_mechanism)]
+        mechanism: Option<Mechanism>,
+        /// The user's name.
+        name: String,
+    },
+}
+
+fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
+    Mechanism::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
+        let names: Vec<_> = Mechanism::ALL.iter().map(|m| m.name()).collect();
+        format!("one of {}", names.join(", "))
+    })
+}
+
 /// What kelp runs when given a subcommand instead of serving.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Manages the users file (salted SASL credentials): `kelp user add`, `kelp user delete`.
     #[command(subcommand)]
-    User(crate::auth::cli::UserCommand),
+    User(UserCommand),
 }
 
 /// kelp: a Kafka wire-protocol broker, thread-per-core, in front of SeaweedMQ.
@@ -244,7 +286,7 @@ pub struct Config {
     /// The users file SASL listeners check logins against (made with `kelp user add`; read
     /// at start).
     #[arg(long, env = "KELP_USERS_FILE")]
-    pub users_file: Option<std::path::PathBuf>,
+    pub users_file: Option<PathBuf>,
 
     /// How long a SASL login holds before the client must authenticate again on the same
     /// connection (KIP-368; the client learns it from SaslAuthenticate). 0: for the

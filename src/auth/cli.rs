@@ -1,52 +1,10 @@
 //! `kelp user add` and `kelp user delete`: the users file from the command line. The password
 //! comes on standard input, never as an argument (arguments show in `ps` and shell history).
 
-use super::scram::{Credential, Mechanism, ITERATIONS_MAX, ITERATIONS_MIN};
+use super::scram::Credential;
 use super::users::{valid_user, Users};
-use crate::config::limits;
-use clap::Subcommand;
+use crate::config::{limits, UserCommand};
 use std::io::Read;
-use std::path::PathBuf;
-
-/// What `kelp user` does.
-#[derive(Debug, Clone, Subcommand)]
-pub enum UserCommand {
-    /// Adds a user, or replaces their credentials, for each mechanism named. The password is
-    /// read from standard input (its first line), and stored salted and hashed, never in
-    /// clear.
-    Add {
-        /// The users file (created if missing; replaced atomically).
-        #[arg(long, env = "KELP_USERS_FILE")]
-        users_file: PathBuf,
-        /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; repeat for several.
-        #[arg(long, required = true, value_parser = parse_mechanism)]
-        mechanism: Vec<Mechanism>,
-        /// PBKDF2 iterations of the salted credential.
-        #[arg(long, default_value_t = ITERATIONS_MIN,
-              value_parser = clap::value_parser!(u32).range(ITERATIONS_MIN as i64..=ITERATIONS_MAX as i64))]
-        iterations: u32,
-        /// The user's name.
-        name: String,
-    },
-    /// Deletes a user's credentials: those of one mechanism, or all of them.
-    Delete {
-        /// The users file.
-        #[arg(long, env = "KELP_USERS_FILE")]
-        users_file: PathBuf,
-        /// Only this mechanism's credential (default: every one).
-        #[arg(long, value_parser = parse_mechanism)]
-        mechanism: Option<Mechanism>,
-        /// The user's name.
-        name: String,
-    },
-}
-
-fn parse_mechanism(s: &str) -> Result<Mechanism, String> {
-    Mechanism::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
-        let names: Vec<_> = Mechanism::ALL.iter().map(|m| m.name()).collect();
-        format!("one of {}", names.join(", "))
-    })
-}
 
 /// Runs a `kelp user` command; what it did, for the operator.
 pub fn run(cmd: UserCommand, stdin: impl Read) -> Result<String, String> {
@@ -120,6 +78,7 @@ fn read_password(stdin: impl Read) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::scram::{Mechanism, ITERATIONS_MIN};
 
     #[test]
     fn add_then_delete_through_the_file_and_no_password_in_it() {
