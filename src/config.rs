@@ -284,7 +284,7 @@ pub struct Config {
     pub listen: Listener,
 
     /// The users file SASL listeners check logins against (made with `kelp user add`; read
-    /// at start).
+    /// at start and again on SIGHUP).
     #[arg(long, env = "KELP_USERS_FILE")]
     pub users_file: Option<PathBuf>,
 
@@ -569,4 +569,48 @@ pub fn hostname() -> Option<String> {
     String::from_utf8(buf[..end].to_vec())
         .ok()
         .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_parse_with_or_without_a_protocol() {
+        let l: Listener = "127.0.0.1:9092".parse().unwrap();
+        assert_eq!(l.protocol, SecurityProtocol::Plaintext);
+        assert_eq!(l.to_string(), "PLAINTEXT://127.0.0.1:9092");
+        let l: Listener = "sasl_plaintext://[::1]:9093".parse().unwrap();
+        assert_eq!(l.protocol, SecurityProtocol::SaslPlaintext);
+        assert_eq!(l.addr, "[::1]:9093".parse().unwrap());
+        assert!(l.protocol.sasl() && !l.protocol.tls());
+        assert_eq!(
+            l.to_string().parse::<Listener>(),
+            Ok(l),
+            "Display reads back"
+        );
+        for bad in [
+            "GSSAPI://127.0.0.1:1",
+            "localhost:9092",
+            "127.0.0.1",
+            "SSL://",
+        ] {
+            assert!(bad.parse::<Listener>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tls_listeners_and_sasl_without_users_are_refused_at_start() {
+        let with = |args: &[&str]| Config::parse_from([&["kelp"], args].concat()).validate();
+        assert!(with(&["--listen", "SSL://127.0.0.1:9093"]).is_err());
+        assert!(with(&["--listen", "SASL_PLAINTEXT://127.0.0.1:9093"]).is_err());
+        assert!(with(&[
+            "--listen",
+            "SASL_PLAINTEXT://127.0.0.1:9093",
+            "--users-file",
+            "u"
+        ])
+        .is_ok());
+        assert!(with(&["--listen", "127.0.0.1:9093"]).is_ok());
+    }
 }

@@ -33,6 +33,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             }
             Some(Arc::new(users))
         }
+        (Some(path), false) => {
+            log::warn!(
+                "--users-file {} is not used: --listen {} asks for no SASL",
+                path.display(),
+                config.listen
+            );
+            None
+        }
         _ => None,
     };
     let seaweed = start_grpc_core(&config)?;
