@@ -231,7 +231,8 @@ struct Conn {
     moved_at: Option<Instant>,
     /// On a SASL listener: the login state (see `auth::session`).
     sasl: Option<Gate>,
-    /// On a SASL listener, until the client has logged in: when it is closed if it has not.
+    /// On a SASL listener: when the connection is closed if it has not logged in by then
+    /// (see [`Conn::login_deadline`]).
     auth_deadline: Option<Instant>,
 }
 
@@ -356,7 +357,7 @@ impl Conn {
         if self.shard.stopping.get() && self.closing.is_none() {
             self.closing = Some(Close::Shutdown);
         }
-        if self.auth_deadline.is_some_and(|t| Instant::now() >= t) && self.closing.is_none() {
+        if self.login_deadline().is_some_and(|t| Instant::now() >= t) && self.closing.is_none() {
             self.closing = Some(Close::Protocol(format!(
                 "no SASL login within --auth-timeout-ms {}",
                 self.shard.config.auth_timeout_ms
@@ -404,9 +405,8 @@ impl Conn {
                     let slot = metrics::slot_of_frame(header);
                     drop(RequestTimer::start(self.shard.metrics, slot, 0));
                     self.closing = Some(Close::Protocol(format!(
-                        "frame of {len} bytes is over the limit of {} ({})",
-                        self.frame_limit(),
-                        if self.frame_limit() < self.max_frame {
+                        "frame of {len} bytes is over the limit of {limit} ({})",
+                        if limit < self.max_frame {
                             "SASL_FRAME_BYTES_MAX before a login"
                         } else {
                             "--max-request-bytes"
@@ -416,6 +416,12 @@ impl Conn {
                 Frame::Complete(frame) => self.start(frame),
             }
         }
+    }
+
+    /// When the connection is closed unless it logs in first: only while it has not.
+    fn login_deadline(&self) -> Option<Instant> {
+        let waiting = self.sasl.as_ref().is_some_and(|g| g.principal().is_none());
+        self.auth_deadline.filter(|_| waiting)
     }
 
     /// The largest frame read now: before a SASL login, `SASL_FRAME_BYTES_MAX` (Kafka's
@@ -492,9 +498,6 @@ impl Conn {
                 if g.failures > before {
                     self.shard.metrics.sasl_failure();
                 }
-                if g.principal().is_some() {
-                    self.auth_deadline = None;
-                }
                 ResponseKind::SaslAuthenticate(resp)
             }
             (RequestKind::SaslHandshake(_), None) => {
@@ -536,9 +539,6 @@ impl Conn {
         };
         match gate.raw_token(&frame) {
             Some(reply) => {
-                if gate.principal().is_some() {
-                    self.auth_deadline = None;
-                }
                 let mut out = BytesMut::with_capacity(FRAME_PREFIX_BYTES + reply.len());
                 out.extend_from_slice(&(reply.len() as i32).to_be_bytes());
                 out.extend_from_slice(&reply);
@@ -563,6 +563,8 @@ impl Conn {
             return;
         }
         let can_read = self.can_read();
+        // An unauthenticated client that says nothing is closed at its deadline.
+        let deadline = self.login_deadline();
         // While other connections keep the shard spinning, its spinner polls this socket and
         // wakes us (io_uring is looked at only every preemption interval then); when the whole
         // shard parks, io_uring's peek wakes us.
@@ -585,8 +587,6 @@ impl Conn {
             }
         };
         let stop = self.shard.stop.notified();
-        // An unauthenticated client that says nothing is closed at its deadline.
-        let deadline = self.auth_deadline;
         let stop = async move {
             match deadline {
                 Some(t) => {

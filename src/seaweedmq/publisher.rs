@@ -198,6 +198,7 @@ impl Publisher {
                     self.pause_before_reopen().await;
                     continue;
                 }
+                self.reopen_backoff = None;
             }
             self.pump();
             match self.next_event().await {
@@ -536,10 +537,7 @@ impl Publisher {
                 ));
                 return true;
             }
-            Ok(_) if unconfirmed == 0 => {
-                self.reopen_backoff = None;
-                return true;
-            }
+            Ok(_) if unconfirmed == 0 => return true,
             Ok(_) if self.waiters.is_empty() => {
                 // Nothing to compare yet: the callers' retries will be.
                 self.unconfirmed = unconfirmed;
@@ -557,7 +555,6 @@ impl Publisher {
             }
             Err(e) => return self.check_failed(unconfirmed, e),
         };
-        self.reopen_backoff = None;
         let mut matched = 0usize;
         'waiters: for w in self.waiters.iter_mut() {
             while w.offsets.len() < w.records.len() {
