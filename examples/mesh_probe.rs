@@ -33,7 +33,14 @@ fn main() {
             .preempt_timer(Duration::from_micros(config.preempt_us))
             .io_memory(256 * 1024)
             .spawn(move || async move {
-                let shard = Shard::new(id, config, mesh, metrics.shard(id), None, None);
+                let shard = Shard::new(
+                    id,
+                    config,
+                    mesh,
+                    metrics.shard(id),
+                    None,
+                    Default::default(),
+                );
                 let rings = shard.join_doorbells(bells).await;
                 let inbox = glommio::spawn_local(shard.clone().run_inbox(end, rings));
                 if id == 0 {

@@ -136,6 +136,10 @@ pub mod limits {
     pub const SASL_FRAME_BYTES_MAX: usize = 512 * 1024;
     /// Largest password `kelp user add` reads from standard input.
     pub const SASL_PASSWORD_BYTES_MAX: usize = 1024;
+    /// Plaintext a TLS connection encrypts at a time (four 16 KiB records); no more is
+    /// encrypted until those records have reached the socket, so a client that does not read
+    /// holds at most this much sealed beside its unsent answers.
+    pub const TLS_SEAL_BYTES: usize = 64 * 1024;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -277,11 +281,25 @@ pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Where to serve Kafka: [PROTOCOL://]HOST:PORT, PROTOCOL one of PLAINTEXT (the default)
-    /// or SASL_PLAINTEXT (logins checked against --users-file). SSL and SASL_SSL are refused
-    /// until TLS is built.
+    /// Where to serve Kafka: [PROTOCOL://]HOST:PORT, PROTOCOL one of PLAINTEXT (the default),
+    /// SSL (TLS with --tls-cert and --tls-key), SASL_PLAINTEXT (logins checked against
+    /// --users-file) or SASL_SSL (both).
     #[arg(long, env = "KELP_LISTEN", default_value = "127.0.0.1:9092")]
     pub listen: Listener,
+
+    /// PEM certificate chain an SSL or SASL_SSL listener presents (the server's certificate
+    /// first). Read at start and again on SIGHUP; connections already open keep theirs.
+    #[arg(long, env = "KELP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "KELP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM certificates of the CAs client certificates must chain to: with it, a TLS
+    /// listener requires a client certificate (mutual TLS).
+    #[arg(long, env = "KELP_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 
     /// The users file SASL listeners check logins against (made with `kelp user add`; read
     /// at start and again on SIGHUP).
@@ -294,7 +312,8 @@ pub struct Config {
     #[arg(long, env = "KELP_SASL_REAUTH_MS", default_value_t = 0)]
     pub sasl_reauth_ms: u64,
 
-    /// A connection to a SASL listener that has not authenticated within this long is closed.
+    /// A connection to a TLS or SASL listener that has not finished its TLS handshake and
+    /// SASL login within this long is closed.
     #[arg(long, env = "KELP_AUTH_TIMEOUT_MS", default_value_t = 10_000)]
     pub auth_timeout_ms: u64,
 
@@ -512,10 +531,9 @@ impl Config {
         if self.preempt_us == 0 {
             return Err("--preempt-us must be at least 1".into());
         }
-        if self.listen.protocol.tls() {
+        if self.listen.protocol.tls() && self.tls_cert.is_none() {
             return Err(format!(
-                "--listen {}: TLS listeners (SSL, SASL_SSL) are not built yet; use PLAINTEXT \
-                 or SASL_PLAINTEXT",
+                "--listen {} needs --tls-cert and --tls-key",
                 self.listen
             ));
         }
@@ -600,9 +618,16 @@ mod tests {
     }
 
     #[test]
-    fn tls_listeners_and_sasl_without_users_are_refused_at_start() {
+    fn tls_without_a_certificate_and_sasl_without_users_are_refused_at_start() {
         let with = |args: &[&str]| Config::parse_from([&["kelp"], args].concat()).validate();
         assert!(with(&["--listen", "SSL://127.0.0.1:9093"]).is_err());
+        assert!(with(&["--listen", "SASL_SSL://127.0.0.1:9093"]).is_err());
+        let tls = ["--tls-cert", "c.pem", "--tls-key", "k.pem"];
+        assert!(with(&[&["--listen", "SSL://127.0.0.1:9093"], &tls[..]].concat()).is_ok());
+        assert!(
+            Config::try_parse_from(["kelp", "--tls-cert", "c.pem"]).is_err(),
+            "a certificate without its key"
+        );
         assert!(with(&["--listen", "SASL_PLAINTEXT://127.0.0.1:9093"]).is_err());
         assert!(with(&[
             "--listen",

@@ -231,8 +231,10 @@ struct Conn {
     moved_at: Option<Instant>,
     /// On a SASL listener: the login state (see `auth::session`).
     sasl: Option<Gate>,
-    /// On a SASL listener: when the connection is closed if it has not logged in by then
-    /// (see [`Conn::login_deadline`]).
+    /// On a TLS listener: the session between the socket and the plaintext buffers.
+    tls: Option<Box<crate::tls::Session>>,
+    /// On a TLS or SASL listener: when the connection is closed if it has not finished its
+    /// handshake and login by then (see [`Conn::login_deadline`]).
     auth_deadline: Option<Instant>,
 }
 
@@ -255,23 +257,21 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, moved_at: Option<Ins
         affinity: Affinity::default(),
         moved_at,
         sasl: None,
+        tls: None,
         auth_deadline: None,
         shard,
     };
-    if c.shard.config.listen.protocol.sasl() {
-        // A connection keeps the users it started with; a reload (SIGHUP) applies to new ones.
-        let users = c.shard.users.borrow().clone().unwrap_or_default();
-        let lifetime = std::time::Duration::from_millis(c.shard.config.sasl_reauth_ms);
-        c.sasl = Some(Gate::new(users, lifetime));
-        let timeout = std::time::Duration::from_millis(c.shard.config.auth_timeout_ms);
-        c.auth_deadline = Some(Instant::now() + timeout);
+    if let Err(e) = c.secure() {
+        log::warn!("connection from {peer}: {e}");
+        let _ = stream.close().await;
+        return Served::Closed;
     }
     let mut last_active = Instant::now();
     let mut peek_byte = [0u8; 1];
     log::debug!("shard {}: connection from {peer}", c.shard.id);
     loop {
         let progress = c.turn();
-        if c.closing.is_some() && c.in_flight.is_empty() && c.wbuf.is_empty() {
+        if c.closing.is_some() && c.in_flight.is_empty() && !c.unsent() {
             break;
         }
         if c.broken {
@@ -295,6 +295,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, moved_at: Option<Ins
         c.park(&mut stream, &mut peek_byte).await;
         last_active = Instant::now();
     }
+    c.say_close_notify();
     match c.closing {
         Some(Close::Protocol(why)) => log::warn!("closing connection from {peer}: {why}"),
         Some(Close::Io(e)) => log::debug!("connection from {peer} failed: {e}"),
@@ -306,6 +307,43 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, moved_at: Option<Ins
 }
 
 impl Conn {
+    /// On a TLS or SASL listener: starts the TLS session and the SASL gate. A connection keeps
+    /// the certificate and users it started with; a reload (SIGHUP) applies to new ones.
+    fn secure(&mut self) -> Result<(), String> {
+        let protocol = self.shard.config.listen.protocol;
+        if protocol.tls() {
+            let config = self.shard.tls.borrow().clone();
+            let config = config.ok_or("a TLS listener without TLS settings")?;
+            self.tls = Some(Box::new(crate::tls::Session::new(config)?));
+        }
+        if protocol.sasl() {
+            let users = self.shard.users.borrow().clone().unwrap_or_default();
+            let lifetime = std::time::Duration::from_millis(self.shard.config.sasl_reauth_ms);
+            self.sasl = Some(Gate::new(users, lifetime));
+        }
+        if protocol.tls() || protocol.sasl() {
+            let timeout = std::time::Duration::from_millis(self.shard.config.auth_timeout_ms);
+            self.auth_deadline = Some(Instant::now() + timeout);
+        }
+        Ok(())
+    }
+
+    /// Whether answers (or, on TLS, records) are still waiting for the socket.
+    fn unsent(&self) -> bool {
+        !self.wbuf.is_empty() || self.tls.as_ref().is_some_and(|t| !t.pending().is_empty())
+    }
+
+    /// On TLS: tells the client the connection ends, if the socket takes it now (a client that
+    /// is not reading is not waited for). Not before the handshake has finished: a client
+    /// that never spoke TLS hears nothing.
+    fn say_close_notify(&mut self) {
+        let open = |t: &&mut Box<crate::tls::Session>| !t.handshaking();
+        if let Some(t) = self.tls.as_mut().filter(open).filter(|_| !self.broken) {
+            t.close();
+            let _ = send_nonblocking(self.fd, t.pending());
+        }
+    }
+
     fn fail_write(&mut self, e: io::Error) {
         self.closing = Some(Close::Io(e));
         self.broken = true;
@@ -315,11 +353,11 @@ impl Conn {
     fn handoff_due(&self) -> Option<usize> {
         let to = self.affinity.due()?;
         let interval = std::time::Duration::from_millis(limits::CONNECTION_HANDOFF_INTERVAL_MS);
-        let quiet = self.in_flight.is_empty() && self.wbuf.is_empty() && self.rbuf.is_empty();
+        let quiet = self.in_flight.is_empty() && !self.unsent() && self.rbuf.is_empty();
         let settled = self.moved_at.is_none_or(|t| t.elapsed() >= interval);
         let open = self.closing.is_none() && !self.broken && !self.shard.stopping.get();
-        // A SASL connection's login does not travel with the socket (yet): it stays.
-        let plain = self.sasl.is_none();
+        // A SASL login or a TLS session does not travel with the socket (yet): it stays.
+        let plain = self.sasl.is_none() && self.tls.is_none();
         (quiet && settled && open && plain).then_some(to)
     }
 
@@ -358,19 +396,18 @@ impl Conn {
             self.closing = Some(Close::Shutdown);
         }
         if self.login_deadline().is_some_and(|t| Instant::now() >= t) && self.closing.is_none() {
+            let what = if self.tls.as_ref().is_some_and(|t| t.handshaking()) {
+                "TLS handshake"
+            } else {
+                "SASL login"
+            };
             self.closing = Some(Close::Protocol(format!(
-                "no SASL login within --auth-timeout-ms {}",
+                "no {what} within --auth-timeout-ms {}",
                 self.shard.config.auth_timeout_ms
             )));
         }
         if self.can_read() {
-            match recv_nonblocking(self.fd, &mut self.rbuf) {
-                Ok(0) => self.closing = Some(Close::PeerClosed),
-                Ok(_) => progress = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
-                Err(e) => self.closing = Some(Close::Io(e)),
-            }
+            progress |= self.read();
         }
         self.start_requests();
         while let Some(Some(resp)) = self.in_flight.next().now_or_never() {
@@ -379,18 +416,67 @@ impl Conn {
             }
             progress = true;
         }
-        if !self.wbuf.is_empty() {
-            match send_nonblocking(self.fd, &self.wbuf) {
-                Ok(n) => {
-                    self.wbuf.advance(n);
-                    progress = true;
+        progress | self.write()
+    }
+
+    /// Reads what the socket has into the read buffer (through TLS on a TLS listener).
+    fn read(&mut self) -> bool {
+        let into = match self.tls.as_mut() {
+            Some(t) => t.raw(),
+            None => &mut self.rbuf,
+        };
+        match recv_nonblocking(self.fd, into) {
+            Ok(0) => self.closing = Some(Close::PeerClosed),
+            Ok(_) => {
+                let Some(t) = self.tls.as_mut() else {
+                    return true;
+                };
+                match t.feed(&mut self.rbuf) {
+                    Ok(crate::tls::Fed::Open) => {}
+                    Ok(crate::tls::Fed::Closed) => self.closing = Some(Close::PeerClosed),
+                    Err(e) => self.closing = Some(Close::Protocol(format!("TLS: {e}"))),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => self.fail_write(e),
+                return true;
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(e) => self.closing = Some(Close::Io(e)),
+        }
+        false
+    }
+
+    /// Writes what the socket takes of the answers (sealed into TLS records first on a TLS
+    /// listener).
+    fn write(&mut self) -> bool {
+        let mut progress = false;
+        if let Some(t) = self.tls.as_mut() {
+            progress = t.seal(&mut self.wbuf);
+        }
+        let out: &[u8] = match &self.tls {
+            Some(t) => t.pending(),
+            None => &self.wbuf,
+        };
+        if out.is_empty() {
+            return progress;
+        }
+        match send_nonblocking(self.fd, out) {
+            Ok(n) => {
+                self.sent(n);
+                progress = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => self.fail_write(e),
         }
         progress
+    }
+
+    /// `n` bytes of what [`Conn::write`] offered reached the socket.
+    fn sent(&mut self, n: usize) {
+        match self.tls.as_mut() {
+            Some(t) => t.sent(n),
+            None => self.wbuf.advance(n),
+        }
     }
 
     /// Starts every complete request in the read buffer, up to the in-flight limit.
@@ -418,10 +504,12 @@ impl Conn {
         }
     }
 
-    /// When the connection is closed unless it logs in first: only while it has not.
+    /// When the connection is closed unless it finishes its TLS handshake and SASL login
+    /// first: only while it has not.
     fn login_deadline(&self) -> Option<Instant> {
-        let waiting = self.sasl.as_ref().is_some_and(|g| g.principal().is_none());
-        self.auth_deadline.filter(|_| waiting)
+        let login = self.sasl.as_ref().is_some_and(|g| g.principal().is_none());
+        let handshake = self.tls.as_ref().is_some_and(|t| t.handshaking());
+        self.auth_deadline.filter(|_| login || handshake)
     }
 
     /// The largest frame read now: before a SASL login, `SASL_FRAME_BYTES_MAX` (Kafka's
@@ -554,10 +642,14 @@ impl Conn {
 
     /// Idle: parks until the socket, a response, or shutdown needs this connection.
     async fn park(&mut self, stream: &mut TcpStream, peek_byte: &mut [u8; 1]) {
-        if !self.wbuf.is_empty() {
+        let out: &[u8] = match &self.tls {
+            Some(t) => t.pending(),
+            None => &self.wbuf,
+        };
+        if !out.is_empty() {
             // The socket buffer is full: the client is not reading. Wait for room.
-            match stream.write(&self.wbuf).await {
-                Ok(n) => self.wbuf.advance(n),
+            match stream.write(out).await {
+                Ok(n) => self.sent(n),
                 Err(e) => self.fail_write(e),
             }
             return;

@@ -14,6 +14,8 @@
 //! - [`shard`]: what a shard owns, the cross-shard mesh, routing of partition and group work to
 //!   the owning shard ([`shard::shard_for_partition`]), the topic registry, and each backend's
 //!   partition ops (`shard::seaweed`: everything a shard does on SeaweedMQ).
+//! - [`tls`]: TLS on SSL and SASL_SSL listeners (rustls), between a connection's socket and its
+//!   plaintext buffers.
 //! - [`conn`]: one connection: busy-polled non-blocking socket I/O, pipelined requests,
 //!   responses in request order.
 //! - [`handlers`]: one function per Kafka API, reached from one dispatcher.
@@ -40,5 +42,6 @@ pub mod seaweedmq;
 pub mod server;
 pub mod shard;
 pub mod storage;
+pub mod tls;
 pub mod topics;
 pub mod util;

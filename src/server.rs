@@ -5,7 +5,7 @@ use crate::config::{limits, Backend, Config};
 use crate::conn;
 use crate::metrics::{self, Metrics};
 use crate::seaweedmq::{SeaweedCore, SeaweedHandle, SeaweedOptions};
-use crate::shard::{Handoff, Mesh, Shard, ShardEnds};
+use crate::shard::{Credentials, Handoff, Mesh, Shard, ShardEnds};
 use crate::util::PollOnOwnWake;
 use anyhow::{bail, Context};
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
@@ -24,25 +24,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         bail!("{e}");
     }
     raise_memlock_limit();
-    // Read once, before anything starts: a missing or bad users file stops kelp here.
-    let users = match (&config.users_file, config.listen.protocol.sasl()) {
-        (Some(path), true) => {
-            let users = crate::auth::Users::load(path, false).map_err(anyhow::Error::msg)?;
-            if users.is_empty() {
-                log::warn!("{}: no users: every SASL login will fail", path.display());
-            }
-            Some(Arc::new(users))
-        }
-        (Some(path), false) => {
-            log::warn!(
-                "--users-file {} is not used: --listen {} asks for no SASL",
-                path.display(),
-                config.listen
-            );
-            None
-        }
-        _ => None,
-    };
+    let credentials = load_credentials(&config)?;
     let seaweed = start_grpc_core(&config)?;
     let cores = config.shard_cores().map_err(anyhow::Error::msg)?;
     // Bound before any shard starts: a taken metrics address stops kelp here, cleanly.
@@ -59,7 +41,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     let (mesh, ends) = Mesh::new(cores.len()).context("creating the shard mesh")?;
     let config = Arc::new(config);
-    let handles = spawn_shards(&cores, &config, &mesh, ends, metrics, &seaweed, &users)?;
+    let handles = spawn_shards(
+        &cores,
+        &config,
+        &mesh,
+        ends,
+        metrics,
+        &seaweed,
+        &credentials,
+    )?;
     let (host, port) = config.advertised();
     log::info!(
         "kelp listening on {} (advertised as {host}:{port}), {} shards on cores {:?}, backend {:?}",
@@ -101,7 +91,7 @@ fn spawn_shards(
     ends: Vec<ShardEnds>,
     metrics: &'static Metrics,
     seaweed: &Option<SeaweedHandle>,
-    users: &Option<Arc<crate::auth::Users>>,
+    credentials: &Credentials,
 ) -> anyhow::Result<Vec<glommio::ExecutorJoinHandle<()>>> {
     let doorbells = MeshBuilder::<(), Full>::full(cores.len(), 1);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -113,14 +103,14 @@ fn spawn_shards(
         let ready = ready_tx.clone();
         let bells = doorbells.clone();
         let seaweed = seaweed.clone();
-        let users = users.clone();
+        let credentials = credentials.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("kelp-shard-{id}"))
             .spin_before_park(config.spin())
             .preempt_timer(Duration::from_micros(config.preempt_us))
             .io_memory(256 * 1024)
             .spawn(move || {
-                shard_main(id, config, mesh, metrics, ends, bells, ready, (seaweed, users))
+                shard_main(id, config, mesh, metrics, ends, bells, ready, (seaweed, credentials))
             })
             .map_err(|e| {
                 anyhow::anyhow!(
@@ -188,8 +178,8 @@ fn start_grpc_core(config: &Config) -> anyhow::Result<Option<SeaweedHandle>> {
 }
 
 /// SIGTERM or SIGINT: every shard stops accepting and finishes what is in flight; whatever is
-/// still running when the grace period ends is cut off. SIGHUP: the users file is read again
-/// (a bad file leaves the users as they were).
+/// still running when the grace period ends is cut off. SIGHUP: the users file and the TLS
+/// certificate are read again (a bad file leaves what it held as it was).
 fn spawn_signal_thread(mesh: Arc<Mesh>, config: Arc<Config>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     std::thread::Builder::new()
@@ -200,6 +190,7 @@ fn spawn_signal_thread(mesh: Arc<Mesh>, config: Arc<Config>) -> anyhow::Result<(
             for sig in signals.forever() {
                 if sig == SIGHUP {
                     reload_users(&mesh, &config);
+                    reload_tls(&mesh, &config);
                     continue;
                 }
                 log::info!("signal {sig}: no longer accepting; finishing in-flight requests");
@@ -213,6 +204,67 @@ fn spawn_signal_thread(mesh: Arc<Mesh>, config: Arc<Config>) -> anyhow::Result<(
     Ok(())
 }
 
+/// The users file and the TLS settings, read once before anything starts: a missing or bad
+/// file stops kelp here.
+fn load_credentials(config: &Config) -> anyhow::Result<Credentials> {
+    let users = match (&config.users_file, config.listen.protocol.sasl()) {
+        (Some(path), true) => {
+            let users = crate::auth::Users::load(path, false).map_err(anyhow::Error::msg)?;
+            if users.is_empty() {
+                log::warn!("{}: no users: every SASL login will fail", path.display());
+            }
+            Some(Arc::new(users))
+        }
+        (Some(path), false) => {
+            log::warn!(
+                "--users-file {} is not used: --listen {} asks for no SASL",
+                path.display(),
+                config.listen
+            );
+            None
+        }
+        _ => None,
+    };
+    let tls = match tls_files(config) {
+        Some(files) if config.listen.protocol.tls() => {
+            Some(crate::tls::load(&files).map_err(anyhow::Error::msg)?)
+        }
+        Some(files) => {
+            log::warn!(
+                "--tls-cert {} is not used: --listen {} asks for no TLS",
+                files.cert.display(),
+                config.listen
+            );
+            None
+        }
+        None => None,
+    };
+    Ok(Credentials { users, tls })
+}
+
+fn tls_files(config: &Config) -> Option<crate::tls::Files<'_>> {
+    Some(crate::tls::Files {
+        cert: config.tls_cert.as_deref()?,
+        key: config.tls_key.as_deref()?,
+        client_ca: config.tls_client_ca.as_deref(),
+    })
+}
+
+/// SIGHUP: reads the TLS certificate, key and client CAs again and hands them to every shard;
+/// connections already open keep the session they have.
+fn reload_tls(mesh: &Mesh, config: &Config) {
+    let Some(files) = tls_files(config).filter(|_| config.listen.protocol.tls()) else {
+        return;
+    };
+    match crate::tls::load(&files) {
+        Ok(tls) => {
+            log::info!("SIGHUP: {} read again", files.cert.display());
+            mesh.tls_to_all(&tls);
+        }
+        Err(e) => log::warn!("SIGHUP: {e}; TLS stays as it was"),
+    }
+}
+
 /// SIGHUP: reads the users file again and hands it to every shard; connections that already
 /// logged in stay logged in.
 fn reload_users(mesh: &Mesh, config: &Config) {
@@ -221,7 +273,7 @@ fn reload_users(mesh: &Mesh, config: &Config) {
         .as_ref()
         .filter(|_| config.listen.protocol.sasl())
     else {
-        log::info!("SIGHUP: no SASL listener, nothing to reload");
+        log::info!("SIGHUP: no SASL listener, no users file to read again");
         return;
     };
     match crate::auth::Users::load(path, false) {
@@ -247,7 +299,7 @@ async fn shard_main(
     ends: ShardEnds,
     bells: MeshBuilder<(), Full>,
     ready: mpsc::Sender<Result<(), String>>,
-    (seaweed, users): (Option<SeaweedHandle>, Option<Arc<crate::auth::Users>>),
+    (seaweed, credentials): (Option<SeaweedHandle>, Credentials),
 ) {
     let bound = bind_reuseport(config.listen.addr);
     let listen_fd = bound.as_ref().map(|l| l.as_raw_fd()).unwrap_or(-1);
@@ -268,7 +320,7 @@ async fn shard_main(
         mesh.clone(),
         metrics.shard(id),
         seaweed,
-        users,
+        credentials,
     );
     let bells = shard.join_doorbells(bells).await;
     let inbox = glommio::spawn_local(shard.clone().run_inbox(ends, bells));

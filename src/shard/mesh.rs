@@ -102,6 +102,13 @@ impl Mesh {
             let _ = self.inboxes[i].send(Envelope::Users(users.clone()));
         }
     }
+
+    /// Gives every shard the TLS settings as read again.
+    pub fn tls_to_all(&self, tls: &std::sync::Arc<rustls::ServerConfig>) {
+        for i in 0..self.shards() {
+            let _ = self.inboxes[i].send(Envelope::Tls(tls.clone()));
+        }
+    }
 }
 
 /// One shard's end of the mesh: its calls waiting for replies, its doorbells, and what its
@@ -243,6 +250,13 @@ impl Shard {
                     users.len()
                 );
                 *self.users.borrow_mut() = Some(users);
+            }
+            Envelope::Tls(tls) => {
+                log::info!(
+                    "shard {}: new TLS connections use the certificate as read again",
+                    self.id
+                );
+                *self.tls.borrow_mut() = Some(tls);
             }
         }
     }

@@ -83,12 +83,22 @@ pub(crate) trait OwnedPartition {
     fn set_settings(&mut self, settings: TopicSettings);
 }
 
+/// What a shard checks clients against: the users file and the TLS settings, each read at
+/// start and again on SIGHUP.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub users: Option<Arc<crate::auth::Users>>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// Everything one shard owns. Lives in an `Rc` on the shard's thread.
 pub struct Shard {
     pub id: usize,
     pub config: Arc<Config>,
     /// The users a SASL listener checks logins against (read at start, again on SIGHUP).
     pub users: RefCell<Option<Arc<crate::auth::Users>>>,
+    /// A TLS listener's certificate and settings (read at start, again on SIGHUP).
+    pub tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
     pub advertised: (String, i32),
     pub mesh: Arc<Mesh>,
     /// This shard's end of the mesh (pending calls, doorbells, the spinner's state).
@@ -124,7 +134,7 @@ impl Shard {
         mesh: Arc<Mesh>,
         metrics: &'static ShardMetrics,
         seaweed: Option<SeaweedHandle>,
-        users: Option<Arc<crate::auth::Users>>,
+        credentials: Credentials,
     ) -> Rc<Shard> {
         let shards = mesh.shards() as i64;
         // Producer ids: unique across shards (id modulo shard count), across the instances of
@@ -170,7 +180,8 @@ impl Shard {
         };
         Rc::new(Shard {
             id,
-            users: RefCell::new(users),
+            users: RefCell::new(credentials.users),
+            tls: RefCell::new(credentials.tls),
             cluster: RefCell::new(Arc::new(view)),
             advertised: config.advertised(),
             groups,

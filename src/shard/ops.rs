@@ -143,4 +143,6 @@ pub enum Envelope {
     Shutdown,
     /// The users file was read again (SIGHUP): new SASL logins check against these.
     Users(std::sync::Arc<crate::auth::Users>),
+    /// The TLS certificate and key were read again (SIGHUP): new TLS connections use these.
+    Tls(std::sync::Arc<rustls::ServerConfig>),
 }
