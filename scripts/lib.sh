@@ -119,3 +119,39 @@ seaweedmq_dir() {
         cat "$state"
     fi
 }
+
+# pki_ca DIR NAME SUBJECT: a self-signed CA, DIR/NAME.pem and DIR/NAME.key.
+pki_ca() {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "$3" \
+        -keyout "$1/$2.key" -out "$1/$2.pem" 2>/dev/null
+}
+
+# pki_leaf DIR NAME SUBJECT CA EXTENSIONS: a certificate DIR/NAME.pem (key DIR/NAME.key, PKCS#8)
+# signed by the CA DIR/CA.pem, with the given x509v3 extension lines.
+pki_leaf() {
+    openssl req -newkey rsa:2048 -nodes -subj "$3" -keyout "$1/$2.key" -out "$1/$2.csr" 2>/dev/null
+    printf '%s\n' "$5" >"$1/$2.ext"
+    openssl x509 -req -in "$1/$2.csr" -CA "$1/$4.pem" -CAkey "$1/$4.key" -CAcreateserial \
+        -days 2 -extfile "$1/$2.ext" -out "$1/$2.pem" 2>/dev/null
+    [ -s "$1/$2.pem" ] || die "pki_leaf: openssl did not make $1/$2.pem"
+}
+
+# The extensions of a kelp server certificate for loopback.
+PKI_SERVER_EXT="subjectAltName=IP:127.0.0.1,DNS:localhost
+extendedKeyUsage=serverAuth"
+
+# make_test_pki DIR: a throw-away PKI for the TLS tests, made with openssl:
+#   ca.pem/ca.key               the CA kelp's certificate chains to (clients verify against it);
+#   server.pem/server.key       kelp's certificate, for 127.0.0.1 and localhost;
+#   client-ca.pem/client-ca.key the CA client certificates chain to (--tls-client-ca);
+#   client.pem/client.key       a client certificate, CN=kelp-test-client;
+#   stranger.pem/stranger.key   a client certificate from a CA kelp does not know.
+make_test_pki() {
+    mkdir -p "$1"
+    pki_ca "$1" ca "/CN=kelp test CA"
+    pki_ca "$1" client-ca "/CN=kelp test client CA"
+    pki_ca "$1" stranger-ca "/CN=a CA kelp does not know"
+    pki_leaf "$1" server "/CN=127.0.0.1" ca "$PKI_SERVER_EXT"
+    pki_leaf "$1" client "/CN=kelp-test-client/O=kelp" client-ca "extendedKeyUsage=clientAuth"
+    pki_leaf "$1" stranger "/CN=stranger" stranger-ca "extendedKeyUsage=clientAuth"
+}

@@ -3,7 +3,7 @@
 #   - `kelp user add` writes the users file (password on stdin); the file must not hold it;
 #   - confluent-kafka (librdkafka) and kafka-python (pure Python) produce and read back over
 #     PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512; a wrong password fails fast with an
-#     authentication error; a client without SASL gets no metadata (tests/sasl/sasl_clients.py);
+#     authentication error; a client without SASL gets no metadata (tests/security/sasl_clients.py);
 #   - kcat produces and consumes over SCRAM-SHA-512; kcat without SASL cannot produce (its
 #     record is nowhere to be read);
 #   - a user added while kelp runs logs in after SIGHUP (the users file is read again);
@@ -57,7 +57,7 @@ wait_listening "$PORT" "$KELP_PID" "$RUN_DIR/kelp.log" 60 "kelp"
 
 banner "sasl: confluent-kafka and kafka-python"
 KELP_BOOTSTRAP=127.0.0.1:$PORT KELP_SASL_USER=$USER_NAME KELP_SASL_PASSWORD=$PASSWORD \
-    timeout 600 "$VENV/bin/python" tests/sasl/sasl_clients.py 2>"$RUN_DIR/clients.log" |
+    timeout 600 "$VENV/bin/python" tests/security/sasl_clients.py 2>"$RUN_DIR/clients.log" |
     tee -a "$RESULTS" || true
 
 banner "sasl: kcat"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, unit/integration tests, then the interop
 # matrix of real Kafka clients against the real kelp binary (scripts/interop.sh), then SASL
-# logins with real clients (scripts/test-sasl.sh), then the SeaweedMQ backend against a real SeaweedFS stack (scripts/test-seaweedmq.sh; builds `weed`
+# logins with real clients (scripts/test-sasl.sh), then TLS on SSL and SASL_SSL listeners with
+# real clients of five families, mutual TLS and certificate reload (scripts/test-tls.sh), then
+# the SeaweedMQ backend against a real SeaweedFS stack (scripts/test-seaweedmq.sh; builds `weed`
 # from the Go module proxy with kelp's broker patches on first use, about ten minutes), then
 # the SeaweedMQ fault scenarios (scripts/test-seaweedmq-faults.sh: full stop, broker SIGKILL x3
 # and SIGTERM, kelp SIGKILL), then three kelp instances as one cluster in front of one SeaweedFS
@@ -30,6 +32,9 @@ KELP_INTEROP_REQUIRE_ALL=${KELP_INTEROP_REQUIRE_ALL:-${CI:+1}} scripts/interop.s
 
 banner "test: SASL on a SASL_PLAINTEXT listener with real clients (scripts/test-sasl.sh)"
 scripts/test-sasl.sh
+
+banner "test: TLS on SSL and SASL_SSL listeners with real clients (scripts/test-tls.sh)"
+scripts/test-tls.sh
 
 banner "test: SeaweedMQ backend on a real SeaweedFS stack (scripts/test-seaweedmq.sh)"
 scripts/test-seaweedmq.sh

@@ -1,11 +1,14 @@
-"""SASL on a SASL_PLAINTEXT listener with two independent client implementations:
-confluent-kafka (librdkafka, C) and kafka-python (pure Python).
+"""SASL on a SASL_PLAINTEXT or SASL_SSL listener with two independent client
+implementations: confluent-kafka (librdkafka, C, with its own OpenSSL) and kafka-python (pure
+Python, the ssl module).
 
 For each client and mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512): produce records as the
 user and read them back. Then, per client: a wrong password fails fast with an authentication
 error, and a client that does not authenticate gets no metadata at all.
 
-Environment: KELP_BOOTSTRAP (the SASL listener), KELP_SASL_USER, KELP_SASL_PASSWORD.
+Environment: KELP_BOOTSTRAP (the SASL listener), KELP_SASL_USER, KELP_SASL_PASSWORD;
+KELP_SECURITY_PROTOCOL (SASL_PLAINTEXT, the default, or SASL_SSL) and, for SASL_SSL,
+KELP_TLS_CA (the PEM of the CA that signed kelp's certificate: clients verify it).
 Prints one `RESULT|client|scenario|pass-or-fail|detail` line per scenario.
 """
 
@@ -22,6 +25,13 @@ BOOTSTRAP = os.environ["KELP_BOOTSTRAP"]
 USER = os.environ["KELP_SASL_USER"]
 PASSWORD = os.environ["KELP_SASL_PASSWORD"]
 MECHS = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+PROTOCOL = os.environ.get("KELP_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+TLS = PROTOCOL == "SASL_SSL"
+CA = os.environ.get("KELP_TLS_CA")
+if TLS and not CA:
+    sys.exit("KELP_SECURITY_PROTOCOL=SASL_SSL needs KELP_TLS_CA")
+# The scenarios' names say which listener they ran on.
+TAG = "sasl-ssl" if TLS else "sasl"
 RECORDS = 50
 # A wrong password must be refused well before a client's own timeouts would hide it.
 FAIL_FAST_S = 10.0
@@ -31,8 +41,13 @@ FAIL_FAST_S = 10.0
 
 def ck_conf(mech, password=PASSWORD, sasl=True):
     conf = {"bootstrap.servers": BOOTSTRAP, "socket.timeout.ms": 10000}
+    if TLS:
+        # Verified against the test's CA, host name included (kelp's certificate names
+        # 127.0.0.1).
+        conf.update({"security.protocol": "SSL", "ssl.ca.location": CA,
+                     "ssl.endpoint.identification.algorithm": "https"})
     if sasl:
-        conf.update({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mech,
+        conf.update({"security.protocol": PROTOCOL, "sasl.mechanism": mech,
                      "sasl.username": USER, "sasl.password": password})
     return conf
 
@@ -98,9 +113,12 @@ def ck_no_sasl():
 # ---- kafka-python (pure Python) -----------------------------------------------------------
 
 def kp_conf(mech, password=PASSWORD):
-    return {"bootstrap_servers": BOOTSTRAP, "security_protocol": "SASL_PLAINTEXT",
+    conf = {"bootstrap_servers": BOOTSTRAP, "security_protocol": PROTOCOL,
             "sasl_mechanism": mech, "sasl_plain_username": USER,
             "sasl_plain_password": password}
+    if TLS:
+        conf.update({"ssl_cafile": CA, "ssl_check_hostname": True})
+    return conf
 
 
 def kp_roundtrip(mech):
@@ -172,11 +190,11 @@ def kp_wrong_password():
 def main():
     scenarios = []
     for mech in MECHS:
-        scenarios += [("confluent-kafka", f"sasl-{mech.lower()}", ck_roundtrip, mech),
-                      ("kafka-python", f"sasl-{mech.lower()}", kp_roundtrip, mech)]
-    scenarios += [("confluent-kafka", "sasl-wrong-password", ck_wrong_password, None),
-                  ("kafka-python", "sasl-wrong-password", kp_wrong_password, None),
-                  ("confluent-kafka", "sasl-none-refused", ck_no_sasl, None)]
+        scenarios += [("confluent-kafka", f"{TAG}-{mech.lower()}", ck_roundtrip, mech),
+                      ("kafka-python", f"{TAG}-{mech.lower()}", kp_roundtrip, mech)]
+    scenarios += [("confluent-kafka", f"{TAG}-wrong-password", ck_wrong_password, None),
+                  ("kafka-python", f"{TAG}-wrong-password", kp_wrong_password, None),
+                  ("confluent-kafka", f"{TAG}-none-refused", ck_no_sasl, None)]
     by_client = {}
     for client, name, fn, arg in scenarios:
         by_client.setdefault(client, []).append((name, fn, arg))

@@ -139,8 +139,9 @@ func brokerIDs(bs kadm.BrokerDetails) []string {
 }
 
 // franzCreate creates a topic with kadm and waits until metadata shows it.
-func franzCreate(ctx context.Context, topic string, partitions int32, configs map[string]*string) (kadm.CreateTopicResponse, error) {
-	cl, err := franzNewClient()
+// opts are extra client options (another listener, TLS, SASL).
+func franzCreate(ctx context.Context, topic string, partitions int32, configs map[string]*string, opts ...kgo.Opt) (kadm.CreateTopicResponse, error) {
+	cl, err := franzNewClient(opts...)
 	if err != nil {
 		return kadm.CreateTopicResponse{}, err
 	}
@@ -198,6 +199,7 @@ func runFranz(sel func(string) bool) {
 		runScenario(franzName, "admin-groups", 150*time.Second, franzAdminGroupsScenario)
 	}
 	runFranzCluster(sel)
+	runFranzSASLSSL()
 }
 
 func franzCreateTopicScenario(ctx context.Context, topic string) (string, error) {
@@ -367,11 +369,12 @@ func strPtr(s *string) string {
 	return *s
 }
 
-// franzRT implements rtClient with franz-go.
-type franzRT struct{}
+// franzRT implements rtClient with franz-go. opts are extra options for
+// every client it makes; nil talks plaintext to KELP_BOOTSTRAP.
+type franzRT struct{ opts []kgo.Opt }
 
-func (franzRT) createTopic(ctx context.Context, topic string, partitions int32) error {
-	_, err := franzCreate(ctx, topic, partitions, nil)
+func (rt franzRT) createTopic(ctx context.Context, topic string, partitions int32) error {
+	_, err := franzCreate(ctx, topic, partitions, nil, rt.opts...)
 	return err
 }
 
@@ -383,12 +386,12 @@ func toFranzRecord(r Rec) *kgo.Record {
 	return kr
 }
 
-func (franzRT) produce(ctx context.Context, topic, codec string, recs []Rec) ([]Placement, error) {
+func (rt franzRT) produce(ctx context.Context, topic, codec string, recs []Rec) ([]Placement, error) {
 	cc, err := franzCodec(codec)
 	if err != nil {
 		return nil, err
 	}
-	cl, err := franzNewClient(kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(cc))
+	cl, err := franzNewClient(append([]kgo.Opt{kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(cc)}, rt.opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -433,15 +436,15 @@ func fromFranzRecord(r *kgo.Record) Got {
 	return g
 }
 
-func (franzRT) consume(ctx context.Context, topic string, want map[int32]int) (map[int32][]Got, error) {
+func (rt franzRT) consume(ctx context.Context, topic string, want map[int32]int) (map[int32][]Got, error) {
 	parts := map[int32]kgo.Offset{}
 	for p := range want {
 		parts[p] = kgo.NewOffset().AtStart()
 	}
-	cl, err := franzNewClient(
+	cl, err := franzNewClient(append([]kgo.Opt{
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
-		kgo.FetchMaxWait(500*time.Millisecond),
-	)
+		kgo.FetchMaxWait(500 * time.Millisecond),
+	}, rt.opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -483,8 +486,8 @@ func lastN(s []string, n int) []string {
 	return s
 }
 
-func (franzRT) endOffsets(ctx context.Context, topic string, partitions int32) (map[int32]int64, error) {
-	cl, err := franzNewClient()
+func (rt franzRT) endOffsets(ctx context.Context, topic string, partitions int32) (map[int32]int64, error) {
+	cl, err := franzNewClient(rt.opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,9 @@
 //	KELP_TOPIC_PREFIX   prefix of every topic created (default: kelp-go-<pid>-<time>-)
 //	KELP_GO_DEBUG=1     client debug logs on stderr
 //
-// Flags -clients and -scenarios (comma-separated) restrict what runs.
+// Flags -clients and -scenarios (comma-separated) restrict what runs. The
+// SASL_SSL scenarios (sasl_ssl.go) run only when -scenarios names them, and
+// need only their own variables, not KELP_BOOTSTRAP.
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +30,7 @@ type config struct {
 	bootstrap string
 	prefix    string
 	debug     bool
+	named     map[string]bool // scenarios -scenarios names; empty when it is not given
 }
 
 var cfg config
@@ -154,8 +158,20 @@ func main() {
 	}
 	wantClient := want(*clientsFlag)
 	wantScenario := want(*scenariosFlag)
+	cfg.named = map[string]bool{}
+	onlyOptIn := false // every named scenario is an opt-in one with its own listener
+	if strings.TrimSpace(*scenariosFlag) != "" {
+		onlyOptIn = true
+		for _, s := range strings.Split(*scenariosFlag, ",") {
+			s = strings.TrimSpace(s)
+			cfg.named[s] = true
+			if !slices.Contains(saslSSLScenarios, s) {
+				onlyOptIn = false
+			}
+		}
+	}
 
-	if cfg.bootstrap == "" {
+	if cfg.bootstrap == "" && !onlyOptIn {
 		for _, s := range suites {
 			if wantClient(s.client) {
 				result(s.client, "setup", "fail", "KELP_BOOTSTRAP is not set")

@@ -3,6 +3,12 @@
 # Contract: tests/interop/README.md. Env: KELP_BOOTSTRAP, KELP_TOPIC_PREFIX
 # (optional KELP_GO_DEBUG=1 for client logs on stderr). Extra arguments are
 # passed to the program, e.g. -clients franz-go -scenarios roundtrip-zstd.
+#
+# Scenarios outside the default lists below (the default run is against one plaintext kelp):
+#   franz-go cluster-metadata: only when KELP_CLUSTER_BROKERS is set (cluster.go)
+#   franz-go and sarama sasl-ssl-scram-sha-512, sasl-ssl-plain, sasl-ssl-wrong-password: only
+#     when -scenarios names them (sasl_ssl.go: KELP_SASL_SSL_BOOTSTRAP, KELP_TLS_CA,
+#     KELP_SASL_USER, KELP_SASL_PASSWORD; KELP_BOOTSTRAP is not needed when only these are named)
 set -u
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -12,12 +18,36 @@ declare -A scenarios=(
   [sarama]="create-topic admin roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd $groups"
   [kafka-go]="create-topic roundtrip-none roundtrip-gzip roundtrip-snappy roundtrip-lz4 roundtrip-zstd $groups"
 )
+declare -A opt_in=(
+  [franz-go]="cluster-metadata sasl-ssl-scram-sha-512 sasl-ssl-plain sasl-ssl-wrong-password"
+  [sarama]="sasl-ssl-scram-sha-512 sasl-ssl-plain sasl-ssl-wrong-password"
+)
 clients="franz-go sarama kafka-go"
 
-# every_line STATUS DETAIL: one RESULT line per client and scenario
+# -clients / -scenarios as the program reads them (Go's flag syntax), so that a run that cannot
+# start reports what was asked for rather than the default lists
+want_clients="" want_scenarios=""
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case ${args[i]} in
+    -clients | --clients) want_clients=${args[i + 1]:-} ;;
+    -clients=* | --clients=*) want_clients=${args[i]#*=} ;;
+    -scenarios | --scenarios) want_scenarios=${args[i + 1]:-} ;;
+    -scenarios=* | --scenarios=*) want_scenarios=${args[i]#*=} ;;
+  esac
+done
+
+# every_line STATUS DETAIL: one RESULT line per client and scenario asked for
 every_line() {
+  local c s
   for c in $clients; do
-    for s in ${scenarios[$c]}; do
+    [[ -z $want_clients || ,${want_clients// /}, == *,$c,* ]] || continue
+    for s in ${scenarios[$c]} ${opt_in[$c]:-}; do
+      if [[ -z $want_scenarios ]]; then
+        [[ " ${opt_in[$c]:-} " == *" $s "* ]] && continue
+      else
+        [[ ,${want_scenarios// /}, == *,$s,* ]] || continue
+      fi
       echo "RESULT|$c|$s|$1|$2"
     done
   done

@@ -71,9 +71,31 @@ func withCtx[T any](ctx context.Context, what string, fn func() (T, error)) (T, 
 	}
 }
 
-func saramaAdmin(ctx context.Context) (sarama.ClusterAdmin, error) {
+// saramaTarget is the listener a sarama client talks to. The zero value is
+// KELP_BOOTSTRAP in plaintext; the SASL_SSL scenarios set addr and secure.
+type saramaTarget struct {
+	addr   string               // "" means KELP_BOOTSTRAP
+	secure func(*sarama.Config) // TLS and SASL settings, nil for plaintext
+}
+
+func (t saramaTarget) brokers() []string {
+	if t.addr == "" {
+		return []string{cfg.bootstrap}
+	}
+	return []string{t.addr}
+}
+
+func (t saramaTarget) config() *sarama.Config {
+	c := saramaConfig()
+	if t.secure != nil {
+		t.secure(c)
+	}
+	return c
+}
+
+func saramaAdmin(ctx context.Context, t saramaTarget) (sarama.ClusterAdmin, error) {
 	return withCtx(ctx, "NewClusterAdmin", func() (sarama.ClusterAdmin, error) {
-		return sarama.NewClusterAdmin([]string{cfg.bootstrap}, saramaConfig())
+		return sarama.NewClusterAdmin(t.brokers(), t.config())
 	})
 }
 
@@ -114,8 +136,8 @@ func saramaWaitTopic(ctx context.Context, adm sarama.ClusterAdmin, topic string,
 	}
 }
 
-func saramaCreate(ctx context.Context, topic string, partitions int32) error {
-	adm, err := saramaAdmin(ctx)
+func saramaCreate(ctx context.Context, t saramaTarget, topic string, partitions int32) error {
+	adm, err := saramaAdmin(ctx, t)
 	if err != nil {
 		return fmt.Errorf("NewClusterAdmin: %w", err)
 	}
@@ -136,10 +158,10 @@ func runSarama(sel func(string) bool) {
 	createdOK := false
 	if sel("create-topic") {
 		createdOK = runScenario(saramaName, "create-topic", 60*time.Second, func(ctx context.Context) (string, error) {
-			if err := saramaCreate(ctx, createdTopic, 3); err != nil {
+			if err := saramaCreate(ctx, saramaTarget{}, createdTopic, 3); err != nil {
 				return "", err
 			}
-			adm, err := saramaAdmin(ctx)
+			adm, err := saramaAdmin(ctx, saramaTarget{})
 			if err != nil {
 				return "", err
 			}
@@ -156,7 +178,7 @@ func runSarama(sel func(string) bool) {
 	if sel("admin") {
 		runScenario(saramaName, "admin", 60*time.Second, func(ctx context.Context) (string, error) {
 			if !sel("create-topic") {
-				if err := saramaCreate(ctx, createdTopic, 3); err != nil {
+				if err := saramaCreate(ctx, saramaTarget{}, createdTopic, 3); err != nil {
 					return "", fmt.Errorf("create %s: %w", createdTopic, err)
 				}
 			} else if !createdOK {
@@ -176,10 +198,11 @@ func runSarama(sel func(string) bool) {
 		})
 	}
 	runGroupScenarios(saramaGroupClient, "sarama", sel)
+	runSaramaSASLSSL()
 }
 
 func saramaAdminScenario(ctx context.Context, topic string) (string, error) {
-	adm, err := saramaAdmin(ctx)
+	adm, err := saramaAdmin(ctx, saramaTarget{})
 	if err != nil {
 		return "", fmt.Errorf("NewClusterAdmin: %w", err)
 	}
@@ -236,22 +259,22 @@ func saramaAdminScenario(ctx context.Context, topic string) (string, error) {
 	return strings.Join(notes, "; "), nil
 }
 
-// saramaRT implements rtClient with sarama.
-type saramaRT struct{}
+// saramaRT implements rtClient with sarama, against its target's listener.
+type saramaRT struct{ at saramaTarget }
 
-func (saramaRT) createTopic(ctx context.Context, topic string, partitions int32) error {
-	return saramaCreate(ctx, topic, partitions)
+func (rt saramaRT) createTopic(ctx context.Context, topic string, partitions int32) error {
+	return saramaCreate(ctx, rt.at, topic, partitions)
 }
 
-func (saramaRT) produce(ctx context.Context, topic, codec string, recs []Rec) ([]Placement, error) {
-	c := saramaConfig()
+func (rt saramaRT) produce(ctx context.Context, topic, codec string, recs []Rec) ([]Placement, error) {
+	c := rt.at.config()
 	cc, err := saramaCompression(codec)
 	if err != nil {
 		return nil, err
 	}
 	c.Producer.Compression = cc
 	p, err := withCtx(ctx, "NewSyncProducer", func() (sarama.SyncProducer, error) {
-		return sarama.NewSyncProducer([]string{cfg.bootstrap}, c)
+		return sarama.NewSyncProducer(rt.at.brokers(), c)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("NewSyncProducer: %w", err)
@@ -285,9 +308,9 @@ func (saramaRT) produce(ctx context.Context, topic, codec string, recs []Rec) ([
 	return place, nil
 }
 
-func (saramaRT) consume(ctx context.Context, topic string, want map[int32]int) (map[int32][]Got, error) {
+func (rt saramaRT) consume(ctx context.Context, topic string, want map[int32]int) (map[int32][]Got, error) {
 	consumer, err := withCtx(ctx, "NewConsumer", func() (sarama.Consumer, error) {
-		return sarama.NewConsumer([]string{cfg.bootstrap}, saramaConfig())
+		return sarama.NewConsumer(rt.at.brokers(), rt.at.config())
 	})
 	if err != nil {
 		return nil, fmt.Errorf("NewConsumer: %w", err)
@@ -347,9 +370,9 @@ func (saramaRT) consume(ctx context.Context, topic string, want map[int32]int) (
 	return got, nil
 }
 
-func (saramaRT) endOffsets(ctx context.Context, topic string, partitions int32) (map[int32]int64, error) {
+func (rt saramaRT) endOffsets(ctx context.Context, topic string, partitions int32) (map[int32]int64, error) {
 	client, err := withCtx(ctx, "NewClient", func() (sarama.Client, error) {
-		return sarama.NewClient([]string{cfg.bootstrap}, saramaConfig())
+		return sarama.NewClient(rt.at.brokers(), rt.at.config())
 	})
 	if err != nil {
 		return nil, err

@@ -2,6 +2,16 @@
 # Interop suite: Apache Kafka Java client (kafka-clients 4.x and 3.9.x) against kelp.
 # Contract: tests/interop/README.md. Env: KELP_BOOTSTRAP, KELP_TOPIC_PREFIX.
 # Optional: JAVA_SCENARIOS="admin roundtrip-gzip" to run a subset.
+# TLS/SASL scenarios (src/main/java/kelp/interop/Tls.java), never in the default list (the default
+# run is against a PLAINTEXT kelp), run by both clients when named in JAVA_SCENARIOS; they read
+# their own listeners and files instead of KELP_BOOTSTRAP:
+#   sasl-ssl-scram-sha-512 sasl-ssl-plain sasl-ssl-wrong-password: KELP_SASL_SSL_BOOTSTRAP (a
+#     SASL_SSL listener), KELP_TLS_CA (PEM of the CA kelp's certificate chains to), KELP_SASL_USER,
+#     KELP_SASL_PASSWORD (a user with SCRAM-SHA-512 and PLAIN credentials);
+#   mtls mtls-no-cert mtls-stranger-cert: KELP_MTLS_BOOTSTRAP (an SSL listener kelp runs with
+#     --tls-client-ca), KELP_TLS_CA, KELP_TLS_CLIENT_CERT/KELP_TLS_CLIENT_KEY (a certificate that
+#     chains to that CA; PEM, the key PKCS#8 unencrypted), KELP_TLS_STRANGER_CERT/KELP_TLS_STRANGER_KEY
+#     (one from a CA kelp does not know). scripts/lib.sh make_test_pki makes all of these.
 set -u
 cd "$(dirname "$0")"
 HERE=$PWD
@@ -14,6 +24,7 @@ SCENARIOS=(${JAVA_SCENARIOS:-admin roundtrip-none roundtrip-gzip roundtrip-snapp
     group-split group-split-roundrobin group-split-cooperative group-leave group-resume group-static group-two-groups
     admin-groups acceptance-kill})
 ONLY_4X=" acceptance-kill "
+TLS_SCENARIOS=" sasl-ssl-scram-sha-512 sasl-ssl-plain sasl-ssl-wrong-password mtls mtls-no-cert mtls-stranger-cert "
 scenarios_for() { # client name -> the scenarios it runs
     local s
     for s in "${SCENARIOS[@]}"; do
@@ -33,7 +44,11 @@ command -v mvn >/dev/null 2>&1 || skip_all "mvn (Maven) not installed"
 JAVA_MAJOR=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p' | cut -d. -f1)
 [ "${JAVA_MAJOR:-0}" -ge 17 ] 2>/dev/null || skip_all "java ${JAVA_MAJOR:-?} found, need 17+"
 
-if [ -z "${KELP_BOOTSTRAP:-}" ]; then
+needs_bootstrap=0
+for s in "${SCENARIOS[@]}"; do
+    [[ $TLS_SCENARIOS == *" $s "* ]] || needs_bootstrap=1
+done
+if [ $needs_bootstrap = 1 ] && [ -z "${KELP_BOOTSTRAP:-}" ]; then
     echo "KELP_BOOTSTRAP is not set" >&2
     exit 2
 fi

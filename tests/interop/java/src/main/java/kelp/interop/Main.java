@@ -57,7 +57,8 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * <p>Usage: {@code java -cp ... kelp.interop.Main <client-name> [scenario...]}. Reads
  * KELP_BOOTSTRAP and KELP_TOPIC_PREFIX from the environment and prints one
  * {@code RESULT|client|scenario|status|detail} line per scenario on stdout (see
- * tests/interop/README.md). Exit code 1 if any scenario failed.
+ * tests/interop/README.md). Exit code 1 if any scenario failed. The TLS/SASL scenarios
+ * ({@link Tls}) run only when named and take their listeners from their own variables.
  */
 public final class Main {
     static final List<String> CODECS = List.of("none", "gzip", "snappy", "lz4", "zstd");
@@ -102,9 +103,16 @@ public final class Main {
             if (client.equals("java-4.x")) scenarios.add("acceptance-kill");
         }
 
+        // The TLS/SASL scenarios name their own listeners (Tls.java); the others need KELP_BOOTSTRAP.
         if (bootstrap == null || bootstrap.isEmpty()) {
-            for (String s : scenarios) result(s, "fail", "KELP_BOOTSTRAP is not set");
-            System.exit(1);
+            boolean missing = false;
+            for (String s : scenarios) {
+                if (!Tls.SCENARIOS.contains(s)) {
+                    result(s, "fail", "KELP_BOOTSTRAP is not set");
+                    missing = true;
+                }
+            }
+            if (missing) System.exit(1);
         }
 
         for (String s : scenarios) {
@@ -136,6 +144,9 @@ public final class Main {
             } else if (s.equals("cluster-metadata")) {
                 // Only when asked for (scripts/test-seaweedmq-cluster.sh), never by default.
                 run(s, 120, Cluster::clusterMetadata);
+            } else if (Tls.SCENARIOS.contains(s)) {
+                // Only when asked for: they need TLS/SASL listeners the default run does not have.
+                run(s, 180, () -> Tls.run(s));
             } else {
                 result(s, "fail", "unknown scenario");
             }
@@ -214,7 +225,8 @@ public final class Main {
 
     static Properties common(String suffix) {
         Properties p = new Properties();
-        p.put("bootstrap.servers", bootstrap);
+        // Null for a Tls.java-only run: those scenarios pass their own bootstrap.servers.
+        if (bootstrap != null) p.put("bootstrap.servers", bootstrap);
         p.put("client.id", "kelp-interop-" + tag + "-" + suffix);
         p.put("request.timeout.ms", "15000");
         p.put("default.api.timeout.ms", "30000");
@@ -223,8 +235,14 @@ public final class Main {
     }
 
     static Admin adminClient() {
+        return adminClient(Map.of());
+    }
+
+    /** {@code extra} goes over the defaults (Tls.java: another bootstrap, security settings). */
+    static Admin adminClient(Map<String, String> extra) {
         Properties p = common("admin");
         p.put(AdminClientConfig.RETRIES_CONFIG, "5");
+        p.putAll(extra);
         return Admin.create(p);
     }
 
@@ -249,12 +267,17 @@ public final class Main {
     }
 
     static KafkaConsumer<byte[], byte[]> consumer(String suffix) {
+        return consumer(suffix, Map.of());
+    }
+
+    static KafkaConsumer<byte[], byte[]> consumer(String suffix, Map<String, String> extra) {
         Properties p = common(suffix);
         p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         // No group.id: assign() only, no group coordinator involved.
         p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
         p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        p.putAll(extra);
         return new KafkaConsumer<>(p);
     }
 
@@ -270,10 +293,16 @@ public final class Main {
      */
     static List<List<ConsumerRecord<byte[], byte[]>>> readAll(String topic, int[] expected, long deadlineMs)
             throws Exception {
+        return readAll(topic, expected, deadlineMs, Map.of());
+    }
+
+    /** As above, the consumer created with {@code settings} over the defaults. */
+    static List<List<ConsumerRecord<byte[], byte[]>>> readAll(String topic, int[] expected, long deadlineMs,
+            Map<String, String> settings) throws Exception {
         List<TopicPartition> tps = partitions(topic, expected.length);
         List<List<ConsumerRecord<byte[], byte[]>>> got = new ArrayList<>();
         for (int i = 0; i < expected.length; i++) got.add(new ArrayList<>());
-        try (KafkaConsumer<byte[], byte[]> c = consumer("consumer")) {
+        try (KafkaConsumer<byte[], byte[]> c = consumer("consumer", settings)) {
             step = "consumer assign+seekToBeginning";
             c.assign(tps);
             c.seekToBeginning(tps);
