@@ -12,10 +12,12 @@
 //! cores). A connection whose last `CONNECTION_HANDOFF_STREAK` produce and fetch requests all
 //! went to one other shard moves there between requests, when nothing is in flight or
 //! buffered: the socket is duplicated to the owner, which reads on from it, and this shard
-//! closes its own descriptor (never `shutdown`, which would end the socket for both). Clients
-//! that spread over partitions of several shards (most producers with many partitions) stay.
+//! closes its own descriptor (never `shutdown`, which would end the socket for both). A TLS
+//! session and a SASL login move with the socket (`auth::Security`). Clients that spread over
+//! partitions of several shards (most producers with many partitions) stay.
 
 use crate::auth::session::{Admit, Gate};
+use crate::auth::Security;
 use crate::config::limits;
 use crate::error::ErrorCode;
 use crate::handlers;
@@ -229,18 +231,19 @@ struct Conn {
     affinity: Affinity,
     /// When it last moved between shards, if it did.
     moved_at: Option<Instant>,
-    /// On a SASL listener: the login state (see `auth::session`).
-    sasl: Option<Gate>,
-    /// On a TLS listener: the session between the socket and the plaintext buffers.
-    tls: Option<Box<crate::tls::Session>>,
-    /// On a TLS or SASL listener: when the connection is closed if it has not finished its
-    /// handshake and login by then (see [`Conn::login_deadline`]).
-    auth_deadline: Option<Instant>,
+    /// On a TLS or SASL listener: the session, the login, their deadline (see
+    /// [`Conn::login_deadline`]).
+    sec: Security,
 }
 
 /// Serves one connection until the peer closes it, it breaks the protocol, shutdown, or it
 /// moves to another shard (`moved_at`: when it last did).
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, moved_at: Option<Instant>) -> Served {
+pub async fn serve(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    moved: Option<(Instant, Security)>,
+) -> Served {
+    let moved_at = moved.as_ref().map(|(t, _)| *t);
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -256,12 +259,18 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream, moved_at: Option<Ins
         broken: false,
         affinity: Affinity::default(),
         moved_at,
-        sasl: None,
-        tls: None,
-        auth_deadline: None,
+        sec: Security::default(),
         shard,
     };
-    if let Err(e) = c.secure() {
+    // A connection that moved here brings its TLS session and login; a new one starts them.
+    let secured = match moved {
+        Some((_, security)) => {
+            c.sec = security;
+            Ok(())
+        }
+        None => c.secure(),
+    };
+    if let Err(e) = secured {
         log::warn!("connection from {peer}: {e}");
         let _ = stream.close().await;
         return Served::Closed;
@@ -314,23 +323,28 @@ impl Conn {
         if protocol.tls() {
             let config = self.shard.tls.borrow().clone();
             let config = config.ok_or("a TLS listener without TLS settings")?;
-            self.tls = Some(Box::new(crate::tls::Session::new(config)?));
+            self.sec.tls = Some(Box::new(crate::tls::Session::new(config)?));
         }
         if protocol.sasl() {
             let users = self.shard.users.borrow().clone().unwrap_or_default();
             let lifetime = std::time::Duration::from_millis(self.shard.config.sasl_reauth_ms);
-            self.sasl = Some(Gate::new(users, lifetime));
+            self.sec.sasl = Some(Gate::new(users, lifetime));
         }
         if protocol.tls() || protocol.sasl() {
             let timeout = std::time::Duration::from_millis(self.shard.config.auth_timeout_ms);
-            self.auth_deadline = Some(Instant::now() + timeout);
+            self.sec.deadline = Some(Instant::now() + timeout);
         }
         Ok(())
     }
 
     /// Whether answers (or, on TLS, records) are still waiting for the socket.
     fn unsent(&self) -> bool {
-        !self.wbuf.is_empty() || self.tls.as_ref().is_some_and(|t| !t.pending().is_empty())
+        !self.wbuf.is_empty()
+            || self
+                .sec
+                .tls
+                .as_ref()
+                .is_some_and(|t| !t.pending().is_empty())
     }
 
     /// On TLS: tells the client the connection ends, if the socket takes it now (a client that
@@ -338,7 +352,7 @@ impl Conn {
     /// that never spoke TLS hears nothing.
     fn say_close_notify(&mut self) {
         let open = |t: &&mut Box<crate::tls::Session>| !t.handshaking();
-        if let Some(t) = self.tls.as_mut().filter(open).filter(|_| !self.broken) {
+        if let Some(t) = self.sec.tls.as_mut().filter(open).filter(|_| !self.broken) {
             t.close();
             let _ = send_nonblocking(self.fd, t.pending());
         }
@@ -356,9 +370,7 @@ impl Conn {
         let quiet = self.in_flight.is_empty() && !self.unsent() && self.rbuf.is_empty();
         let settled = self.moved_at.is_none_or(|t| t.elapsed() >= interval);
         let open = self.closing.is_none() && !self.broken && !self.shard.stopping.get();
-        // A SASL login or a TLS session does not travel with the socket (yet): it stays.
-        let plain = self.sasl.is_none() && self.tls.is_none();
-        (quiet && settled && open && plain).then_some(to)
+        (quiet && settled && open).then_some(to)
     }
 
     /// Hands the socket to shard `to` (this shard's descriptor closes as the stream drops);
@@ -377,9 +389,14 @@ impl Conn {
         };
         log::debug!("connection from {peer} moves to shard {to}, which owns its partitions");
         let moved_at = Instant::now();
-        self.shard
-            .hand_over_connection(to, crate::shard::Handoff { fd, moved_at })
-            .await;
+        // The TLS session and the SASL login go with the socket.
+        let security = std::mem::take(&mut self.sec);
+        let handoff = crate::shard::Handoff {
+            fd,
+            moved_at,
+            security,
+        };
+        self.shard.hand_over_connection(to, handoff).await;
         true
     }
 
@@ -396,7 +413,7 @@ impl Conn {
             self.closing = Some(Close::Shutdown);
         }
         if self.login_deadline().is_some_and(|t| Instant::now() >= t) && self.closing.is_none() {
-            let what = if self.tls.as_ref().is_some_and(|t| t.handshaking()) {
+            let what = if self.sec.tls.as_ref().is_some_and(|t| t.handshaking()) {
                 "TLS handshake"
             } else {
                 "SASL login"
@@ -421,14 +438,14 @@ impl Conn {
 
     /// Reads what the socket has into the read buffer (through TLS on a TLS listener).
     fn read(&mut self) -> bool {
-        let into = match self.tls.as_mut() {
+        let into = match self.sec.tls.as_mut() {
             Some(t) => t.raw(),
             None => &mut self.rbuf,
         };
         match recv_nonblocking(self.fd, into) {
             Ok(0) => self.closing = Some(Close::PeerClosed),
             Ok(_) => {
-                let Some(t) = self.tls.as_mut() else {
+                let Some(t) = self.sec.tls.as_mut() else {
                     return true;
                 };
                 match t.feed(&mut self.rbuf) {
@@ -449,10 +466,10 @@ impl Conn {
     /// listener).
     fn write(&mut self) -> bool {
         let mut progress = false;
-        if let Some(t) = self.tls.as_mut() {
+        if let Some(t) = self.sec.tls.as_mut() {
             progress = t.seal(&mut self.wbuf);
         }
-        let out: &[u8] = match &self.tls {
+        let out: &[u8] = match &self.sec.tls {
             Some(t) => t.pending(),
             None => &self.wbuf,
         };
@@ -473,7 +490,7 @@ impl Conn {
 
     /// `n` bytes of what [`Conn::write`] offered reached the socket.
     fn sent(&mut self, n: usize) {
-        match self.tls.as_mut() {
+        match self.sec.tls.as_mut() {
             Some(t) => t.sent(n),
             None => self.wbuf.advance(n),
         }
@@ -507,16 +524,20 @@ impl Conn {
     /// When the connection is closed unless it finishes its TLS handshake and SASL login
     /// first: only while it has not.
     fn login_deadline(&self) -> Option<Instant> {
-        let login = self.sasl.as_ref().is_some_and(|g| g.principal().is_none());
-        let handshake = self.tls.as_ref().is_some_and(|t| t.handshaking());
-        self.auth_deadline.filter(|_| login || handshake)
+        let login = self
+            .sec
+            .sasl
+            .as_ref()
+            .is_some_and(|g| g.principal().is_none());
+        let handshake = self.sec.tls.as_ref().is_some_and(|t| t.handshaking());
+        self.sec.deadline.filter(|_| login || handshake)
     }
 
     /// The largest frame read now: before a SASL login, `SASL_FRAME_BYTES_MAX` (Kafka's
     /// `sasl.server.max.receive.size`), so that an unauthenticated client cannot make kelp
     /// buffer `--max-request-bytes`.
     fn frame_limit(&self) -> usize {
-        match &self.sasl {
+        match &self.sec.sasl {
             Some(g) if g.principal().is_none() => self.max_frame.min(limits::SASL_FRAME_BYTES_MAX),
             _ => self.max_frame,
         }
@@ -524,7 +545,7 @@ impl Conn {
 
     /// Decodes one frame and starts handling it.
     fn start(&mut self, frame: Bytes) {
-        if self.sasl.as_ref().is_some_and(Gate::expects_raw_token) {
+        if self.sec.sasl.as_ref().is_some_and(Gate::expects_raw_token) {
             return self.raw_sasl_token(frame);
         }
         let slot = metrics::slot_of_frame(&frame);
@@ -557,7 +578,7 @@ impl Conn {
     /// On a SASL listener, whether the request may not be served yet (the connection then
     /// closes, as Kafka's does).
     fn refused(&mut self, req: &protocol::Request) -> bool {
-        let Some(gate) = &self.sasl else {
+        let Some(gate) = &self.sec.sasl else {
             return false;
         };
         match gate.admit(req.api_key) {
@@ -575,7 +596,7 @@ impl Conn {
     fn sasl_request(&mut self, req: protocol::Request, timer: RequestTimer) {
         use kafka_protocol::messages::{RequestKind, ResponseKind};
         let mut keep_open = true;
-        let body = match (&req.body, self.sasl.as_mut()) {
+        let body = match (&req.body, self.sec.sasl.as_mut()) {
             (RequestKind::SaslHandshake(r), Some(g)) => {
                 ResponseKind::SaslHandshake(g.handshake(r, req.version))
             }
@@ -622,7 +643,7 @@ impl Conn {
     /// A bare SASL token after a v0 SaslHandshake; the answer is a bare token too. A failure
     /// closes the connection (a v0 client has no other way to hear of it).
     fn raw_sasl_token(&mut self, frame: Bytes) {
-        let Some(gate) = self.sasl.as_mut() else {
+        let Some(gate) = self.sec.sasl.as_mut() else {
             return;
         };
         match gate.raw_token(&frame) {
@@ -642,7 +663,7 @@ impl Conn {
 
     /// Idle: parks until the socket, a response, or shutdown needs this connection.
     async fn park(&mut self, stream: &mut TcpStream, peek_byte: &mut [u8; 1]) {
-        let out: &[u8] = match &self.tls {
+        let out: &[u8] = match &self.sec.tls {
             Some(t) => t.pending(),
             None => &self.wbuf,
         };

@@ -446,19 +446,24 @@ fn adopt(shard: &Rc<Shard>, mesh: &Arc<Mesh>, handoff: Handoff) {
     shard.touch();
     shard.connections.set(shard.connections.get() + 1);
     shard.metrics.connection_moved_in(shard.connections.get());
-    spawn_connection(shard, mesh, stream, Some(handoff.moved_at));
+    spawn_connection(
+        shard,
+        mesh,
+        stream,
+        Some((handoff.moved_at, handoff.security)),
+    );
 }
 
 fn spawn_connection(
     shard: &Rc<Shard>,
     mesh: &Arc<Mesh>,
     stream: glommio::net::TcpStream,
-    moved_at: Option<std::time::Instant>,
+    moved: Option<(std::time::Instant, crate::auth::Security)>,
 ) {
     let s = shard.clone();
     let m = mesh.clone();
     glommio::spawn_local(async move {
-        let served = conn::serve(s.clone(), stream, moved_at).await;
+        let served = conn::serve(s.clone(), stream, moved).await;
         if let conn::Served::Closed = served {
             // The slot is free before the gauge says so: whoever sees the gauge drop can
             // connect.

@@ -8,3 +8,15 @@ pub mod users;
 
 pub use scram::{Credential, Mechanism};
 pub use users::Users;
+
+/// A connection's security state on a TLS or SASL listener. It travels with the socket when the
+/// connection moves to another shard, so a move neither repeats a handshake nor a login.
+#[derive(Default)]
+pub struct Security {
+    /// On a TLS listener: the session between the socket and the plaintext buffers.
+    pub tls: Option<Box<crate::tls::Session>>,
+    /// On a SASL listener: the login state (see [`session`]).
+    pub sasl: Option<session::Gate>,
+    /// When the connection is closed unless its handshake and login are done by then.
+    pub deadline: Option<std::time::Instant>,
+}

@@ -120,6 +120,8 @@ pub struct Handoff {
     pub fd: std::os::fd::OwnedFd,
     /// When it moved (a connection moves again only after `CONNECTION_HANDOFF_INTERVAL_MS`).
     pub moved_at: std::time::Instant,
+    /// Its TLS session and SASL login, as they stood.
+    pub security: crate::auth::Security,
 }
 
 pub enum Reply {

@@ -48,6 +48,12 @@ impl Kelp {
 
     /// Starts kelp with `args` after `--listen` and waits until it accepts Kafka connections.
     pub fn start_with(test: &str, args: &[&str]) -> Kelp {
+        Kelp::start_on(test, "PLAINTEXT", args)
+    }
+
+    /// [`Kelp::start_with`] on a listener of `protocol` (SSL needs `--tls-cert` and
+    /// `--tls-key` in `args`).
+    pub fn start_on(test: &str, protocol: &str, args: &[&str]) -> Kelp {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
@@ -56,7 +62,9 @@ impl Kelp {
         let out = std::fs::File::create(&log).expect("create kelp log file");
         let err = out.try_clone().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kelp"));
-        cmd.arg("--listen").arg(&addr).args(args);
+        cmd.arg("--listen")
+            .arg(format!("{protocol}://{addr}"))
+            .args(args);
         if let Ok(extra) = std::env::var("KELP_ROBUSTNESS_ARGS") {
             cmd.args(extra.split_whitespace());
         }
@@ -209,7 +217,7 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
     b
 }
 
-pub fn read_frame(s: &mut TcpStream) -> Result<Vec<u8>, String> {
+pub fn read_frame(s: &mut impl Read) -> Result<Vec<u8>, String> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len)
         .map_err(|e| format!("reading response size: {e}"))?;
@@ -328,7 +336,7 @@ pub fn assert_closed_by_kelp(s: &mut TcpStream, what: &str) {
 
 /// Sends `req` as version `version` and decodes the answer (kelp must answer).
 pub fn call<R: Request>(
-    s: &mut TcpStream,
+    s: &mut (impl Read + Write),
     version: i16,
     correlation_id: i32,
     req: &R,
