@@ -7,6 +7,9 @@
 #   - kcat produces and consumes over SCRAM-SHA-512; kcat without SASL cannot produce (its
 #     record is nowhere to be read);
 #   - a user added while kelp runs logs in after SIGHUP (the users file is read again);
+#   - the SCRAM admin APIs (confluent-kafka's admin client, tests/security/scram_admin.py): the
+#     --super-users user describes and adds a credential, which logs in; others are refused;
+#     a deleted credential no longer logs in; the added password is not in the users file;
 #   - a connection that says nothing is closed at --auth-timeout-ms;
 #   - failed logins are counted on /metrics.
 # Environment: KELP_BIN (default: cargo build --release), KELP_PYTHON_VENV.
@@ -51,6 +54,7 @@ SHARDS=2
 banner "sasl: kelp on SASL_PLAINTEXT://127.0.0.1:$PORT"
 RUST_LOG=${RUST_LOG:-info} "$KELP_BIN" --listen "SASL_PLAINTEXT://127.0.0.1:$PORT" \
     --users-file "$USERS" --auth-timeout-ms "$AUTH_TIMEOUT_MS" --shards "$SHARDS" \
+    --super-users "$USER_NAME" \
     --metrics-listen "127.0.0.1:$METRICS_PORT" >"$RUN_DIR/kelp.log" 2>&1 &
 KELP_PID=$!
 wait_listening "$PORT" "$KELP_PID" "$RUN_DIR/kelp.log" 60 "kelp"
@@ -108,6 +112,12 @@ else
     result kcat sasl-users-reload fail "bob after SIGHUP read back '$got'"
 fi
 
+banner "sasl: SCRAM credentials through the admin API"
+ADMIN_PASSWORD="sasl-$(rand_hex)-added"
+KELP_BOOTSTRAP=127.0.0.1:$PORT KELP_SASL_USER=$USER_NAME KELP_SASL_PASSWORD=$PASSWORD \
+    KELP_NEW_PASSWORD=$ADMIN_PASSWORD timeout 300 "$VENV/bin/python" tests/security/scram_admin.py \
+    2>"$RUN_DIR/scram-admin.log" | tee -a "$RESULTS" || true
+
 banner "sasl: a silent connection is closed at --auth-timeout-ms"
 took=$(timeout 30 "$VENV/bin/python" - "$PORT" <<'EOF' || echo "error"
 import socket, sys, time
@@ -136,17 +146,17 @@ if [ "$failures" -ge 2 ]; then
 else
     result kelp sasl-failures-metric fail "kelp_sasl_authentication_failures_total = $failures, expected at least 2"
 fi
-if grep -q -e "$PASSWORD" -e "$NEW_PASSWORD" "$RUN_DIR"/*.log "$USERS"; then
+if grep -q -e "$PASSWORD" -e "$NEW_PASSWORD" -e "$ADMIN_PASSWORD" "$RUN_DIR"/*.log "$USERS"; then
     result kelp sasl-no-secret-in-logs fail "a password appears in a log or the users file"
 else
-    result kelp sasl-no-secret-in-logs pass "neither password appears in any log (kelp's, the clients') or the users file"
+    result kelp sasl-no-secret-in-logs pass "no password appears in any log (kelp's, the clients') or the users file"
 fi
 
 kill -TERM "$KELP_PID"
 wait "$KELP_PID" || die "kelp did not exit cleanly on SIGTERM"
 KELP_PID=
 
-EXPECTED=16
+EXPECTED=20
 passed=$(grep -c '^RESULT|.*|pass|' "$RESULTS" || true)
 failed=$(grep -c '^RESULT|.*|fail|' "$RESULTS" || true)
 echo "sasl: $passed passed, $failed failed (expected $EXPECTED); logs in $RUN_DIR"

@@ -306,6 +306,11 @@ pub struct Config {
     #[arg(long, env = "KELP_USERS_FILE")]
     pub users_file: Option<PathBuf>,
 
+    /// SASL users allowed to describe and alter SCRAM credentials with the Kafka admin APIs
+    /// (`kafka-configs.sh --entity-type users`), comma-separated. Nobody by default.
+    #[arg(long, env = "KELP_SUPER_USERS", value_delimiter = ',')]
+    pub super_users: Vec<String>,
+
     /// How long a SASL login holds before the client must authenticate again on the same
     /// connection (KIP-368; the client learns it from SaslAuthenticate). 0: for the
     /// connection's life.

@@ -199,6 +199,65 @@ fn topic_name<'a>(
     }
 }
 
+fn is_scram_admin(req: &protocol::Request) -> bool {
+    use kafka_protocol::messages::RequestKind;
+    matches!(
+        req.body,
+        RequestKind::DescribeUserScramCredentials(_) | RequestKind::AlterUserScramCredentials(_)
+    )
+}
+
+/// DescribeUserScramCredentials and AlterUserScramCredentials for a caller (`allowed`: one of
+/// `--super-users`). An alteration rewrites the users file on glommio's blocking thread, which
+/// also hands the new users to every shard (a blocking send to this shard's own inbox from this
+/// shard could wait on itself).
+async fn scram_admin_answer(
+    shard: Rc<Shard>,
+    body: kafka_protocol::messages::RequestKind,
+    allowed: bool,
+) -> kafka_protocol::messages::ResponseKind {
+    use crate::auth::admin;
+    use kafka_protocol::messages::{AlterUserScramCredentialsResponse, RequestKind, ResponseKind};
+    let r = match body {
+        RequestKind::DescribeUserScramCredentials(r) => {
+            return ResponseKind::DescribeUserScramCredentials(if allowed {
+                admin::describe(&shard.users.borrow().clone().unwrap_or_default(), &r)
+            } else {
+                admin::refuse_describe(&r)
+            });
+        }
+        RequestKind::AlterUserScramCredentials(r) => r,
+        _ => unreachable!("is_scram_admin"),
+    };
+    let mut resp = AlterUserScramCredentialsResponse::default();
+    let path = shard.config.users_file.clone();
+    resp.results = match path.filter(|_| allowed) {
+        None => admin::refuse_alter(
+            &r,
+            ErrorCode::ClusterAuthorizationFailed,
+            "only --super-users on a SASL listener may alter SCRAM credentials",
+        ),
+        Some(path) => {
+            let mesh = shard.mesh.clone();
+            let written = glommio::executor()
+                .spawn_blocking(move || {
+                    let done = admin::alter_file(&path, &r);
+                    if let Ok((_, Some(users))) = &done {
+                        log::info!("SCRAM credentials altered through the admin API");
+                        mesh.users_to_all(&std::sync::Arc::new(users.clone()));
+                    }
+                    done.map(|(results, _)| results).map_err(|e| (e, r))
+                })
+                .await;
+            written.unwrap_or_else(|(e, r)| {
+                log::warn!("altering SCRAM credentials: {e}");
+                admin::refuse_alter(&r, ErrorCode::KafkaStorageError, &e)
+            })
+        }
+    };
+    ResponseKind::AlterUserScramCredentials(resp)
+}
+
 fn is_sasl(req: &protocol::Request) -> bool {
     use kafka_protocol::messages::RequestKind;
     matches!(
@@ -553,6 +612,7 @@ impl Conn {
         match protocol::decode_request(frame) {
             Ok(req) if is_sasl(&req) => self.sasl_request(req, timer),
             Ok(req) if self.refused(&req) => drop(timer),
+            Ok(req) if is_scram_admin(&req) => self.scram_admin(req, timer),
             Ok(req) => {
                 let owner = request_owner(&self.shard, &req);
                 self.affinity.observe(owner, self.shard.id);
@@ -638,6 +698,24 @@ impl Conn {
         if !keep_open {
             self.closing = Some(Close::Protocol("SASL authentication failed".into()));
         }
+    }
+
+    /// The SCRAM admin APIs: they need the caller's login, which only the connection knows.
+    fn scram_admin(&mut self, req: protocol::Request, timer: RequestTimer) {
+        let principal = self.sec.sasl.as_ref().and_then(Gate::principal);
+        let allowed = crate::auth::admin::authorized(principal, &self.shard.config.super_users);
+        let shard = self.shard.clone();
+        let (key, version, corr) = (req.api_key, req.version, req.header.correlation_id);
+        self.in_flight.push_back(Box::pin(async move {
+            let body = scram_admin_answer(shard, req.body, allowed).await;
+            let mut out = BytesMut::new();
+            if let Err(e) = protocol::encode_response(&mut out, key, version, corr, &body) {
+                log::warn!("encoding a SCRAM admin answer: {e:#}");
+                return None;
+            }
+            timer.finish(out.len(), protocol::response_has_error(&body));
+            Some(out.freeze())
+        }));
     }
 
     /// A bare SASL token after a v0 SaslHandshake; the answer is a bare token too. A failure

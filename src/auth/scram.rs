@@ -42,7 +42,7 @@ impl Mechanism {
     }
 
     /// The hash behind the credential (PLAIN's salted hash uses SHA-512).
-    fn hash(self) -> Hash {
+    pub(crate) fn hash(self) -> Hash {
         match self {
             Mechanism::ScramSha256 => Hash::Sha256,
             Mechanism::Plain | Mechanism::ScramSha512 => Hash::Sha512,
@@ -51,7 +51,7 @@ impl Mechanism {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Hash {
+pub(crate) enum Hash {
     Sha256,
     Sha512,
 }
@@ -80,7 +80,7 @@ impl Hash {
         }
     }
 
-    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    pub(crate) fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
             Hash::Sha256 => {
                 let mut out = [0u8; 32];
@@ -117,12 +117,18 @@ pub struct Credential {
 impl Credential {
     /// The credential of `password` with this salt and iteration count.
     pub fn derive(mech: Mechanism, password: &[u8], salt: Vec<u8>, iterations: u32) -> Credential {
+        let salted = mech.hash().salted_password(password, &salt, iterations);
+        Credential::from_salted(mech, &salted, salt, iterations)
+    }
+
+    /// The credential a client computed itself (AlterUserScramCredentials sends the salted
+    /// password, never the password).
+    pub fn from_salted(mech: Mechanism, salted: &[u8], salt: Vec<u8>, iterations: u32) -> Self {
         let h = mech.hash();
-        let salted = h.salted_password(password, &salt, iterations);
-        let client_key = h.hmac(&salted, b"Client Key");
+        let client_key = h.hmac(salted, b"Client Key");
         Credential {
             stored_key: h.digest(&client_key),
-            server_key: h.hmac(&salted, b"Server Key"),
+            server_key: h.hmac(salted, b"Server Key"),
             salt,
             iterations,
         }

@@ -62,6 +62,11 @@ impl Users {
         self.creds.len()
     }
 
+    /// Every credential, by user then mechanism.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Mechanism, &Credential)> {
+        self.creds.iter().map(|((u, m), c)| (u.as_str(), *m, c))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.creds.is_empty()
     }
