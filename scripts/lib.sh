@@ -25,6 +25,20 @@ die_with_logs() {
     die "$4"
 }
 
+# check_results SUITE RESULTS EXPECTED RUN_DIR: counts the RESULT lines of RESULTS and dies
+# (with the logs' tails and the failed lines, die_with_logs) unless exactly EXPECTED passed and
+# none failed; a skip counts as not passed.
+check_results() {
+    local passed failed skipped
+    passed=$(grep -c '^RESULT|.*|pass|' "$2" || true)
+    failed=$(grep -c '^RESULT|.*|fail|' "$2" || true)
+    skipped=$(grep -c '^RESULT|.*|skip|' "$2" || true)
+    echo "$1: $passed passed, $failed failed, $skipped skipped (expected $3 passed); logs in $4"
+    if [ "$failed" -gt 0 ] || [ "$passed" -ne "$3" ]; then
+        die_with_logs "$2" "$4" 15 "$1 checks failed"
+    fi
+}
+
 # need_kelp_bin SUITE: KELP_BIN as given, or kelp built now (cargo build --release).
 need_kelp_bin() {
     if [ -z "${KELP_BIN:-}" ]; then

@@ -156,10 +156,4 @@ kill -TERM "$KELP_PID"
 wait "$KELP_PID" || die "kelp did not exit cleanly on SIGTERM"
 KELP_PID=
 
-EXPECTED=20
-passed=$(grep -c '^RESULT|.*|pass|' "$RESULTS" || true)
-failed=$(grep -c '^RESULT|.*|fail|' "$RESULTS" || true)
-echo "sasl: $passed passed, $failed failed (expected $EXPECTED); logs in $RUN_DIR"
-if [ "$failed" -gt 0 ] || [ "$passed" -ne "$EXPECTED" ]; then
-    die_with_logs "$RESULTS" "$RUN_DIR" 15 "SASL checks failed"
-fi
+check_results sasl "$RESULTS" 20 "$RUN_DIR"
