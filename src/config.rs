@@ -136,6 +136,9 @@ pub mod limits {
     pub const SASL_FRAME_BYTES_MAX: usize = 512 * 1024;
     /// Largest password `kelp user add` reads from standard input.
     pub const SASL_PASSWORD_BYTES_MAX: usize = 1024;
+    /// Largest salt AlterUserScramCredentials may set (it is stored in the users file; clients
+    /// send 16 to 64 bytes).
+    pub const SCRAM_SALT_BYTES_MAX: usize = 1024;
     /// Plaintext a TLS connection encrypts at a time (four 16 KiB records); no more is
     /// encrypted until those records have reached the socket, so a client that does not read
     /// holds at most this much sealed beside its unsent answers.

@@ -11,6 +11,7 @@
 
 use super::scram::{Credential, Mechanism, ITERATIONS_MAX, ITERATIONS_MIN};
 use super::users::{valid_user, Users};
+use crate::config::limits;
 use crate::error::ErrorCode;
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
 use kafka_protocol::messages::describe_user_scram_credentials_response::{
@@ -83,6 +84,14 @@ fn mechanism(n: i8) -> Option<Mechanism> {
         1 => Some(Mechanism::ScramSha256),
         2 => Some(Mechanism::ScramSha512),
         _ => None,
+    }
+}
+
+/// The size of the mechanism's digest, which a salted password is.
+fn digest_bytes(m: Mechanism) -> usize {
+    match m {
+        Mechanism::ScramSha256 => 32,
+        Mechanism::ScramSha512 | Mechanism::Plain => 64,
     }
 }
 
@@ -210,16 +219,21 @@ fn apply(users: &mut Users, user: &str, c: &Changes) -> Result<(), (ErrorCode, S
             return bad(ErrorCode::ResourceNotFound, "no such credential to delete");
         }
     }
-    for (_, iterations, salt, salted) in &c.upsert {
+    for (n, iterations, salt, salted) in &c.upsert {
         let range = ITERATIONS_MIN as i32..=ITERATIONS_MAX as i32;
         if !range.contains(iterations) {
             let why = format!("iterations must be {ITERATIONS_MIN} to {ITERATIONS_MAX}");
             return bad(ErrorCode::UnacceptableCredential, &why);
         }
-        if salt.is_empty() || salted.is_empty() {
+        // The salt is stored in the users file: bounded. The salted password is one digest.
+        if salt.is_empty() || salt.len() > limits::SCRAM_SALT_BYTES_MAX {
+            let why = format!("a salt has 1 to {} bytes", limits::SCRAM_SALT_BYTES_MAX);
+            return bad(ErrorCode::UnacceptableCredential, &why);
+        }
+        if salted.len() != digest_bytes(mechanism(*n).expect("checked")) {
             return bad(
                 ErrorCode::UnacceptableCredential,
-                "empty salt or salted password",
+                "salted password of the wrong size",
             );
         }
     }
@@ -300,6 +314,10 @@ mod tests {
     #[test]
     fn a_user_with_one_bad_change_gets_none_of_them_and_others_are_unaffected() {
         let mut users = Users::default();
+        let mut short_salted = upsert("gina", 1, 4096, b"pw");
+        short_salted.salted_password = bytes::Bytes::from_static(b"short");
+        let mut long_salt = upsert("hugo", 1, 4096, b"pw");
+        long_salt.salt = vec![0; limits::SCRAM_SALT_BYTES_MAX + 1].into();
         let mut req = AlterUserScramCredentialsRequest::default();
         req.upsertions = vec![
             upsert("bob", 1, 4096, b"pw"),
@@ -308,6 +326,8 @@ mod tests {
             upsert("dave", 1, 4096, b"pw"),
             upsert("dave", 1, 8192, b"pw"), // the same credential twice
             upsert("erin", 7, 4096, b"pw"), // no such mechanism
+            short_salted,
+            long_salt,
         ];
         req.deletions = vec![delete("frank", 1)]; // nothing to delete
         let codes: Vec<(String, i16)> = alter(&mut users, &req)
@@ -320,6 +340,8 @@ mod tests {
             ("dave", ErrorCode::DuplicateResource),
             ("erin", ErrorCode::UnsupportedSaslMechanism),
             ("frank", ErrorCode::ResourceNotFound),
+            ("gina", ErrorCode::UnacceptableCredential),
+            ("hugo", ErrorCode::UnacceptableCredential),
         ];
         let want: Vec<(String, i16)> = want
             .iter()
