@@ -139,6 +139,9 @@ pub mod limits {
     /// Largest salt AlterUserScramCredentials may set (it is stored in the users file; clients
     /// send 16 to 64 bytes).
     pub const SCRAM_SALT_BYTES_MAX: usize = 1024;
+    /// How long an admin alteration of SCRAM credentials waits for every shard to take the new
+    /// users before it answers anyway.
+    pub const SHARD_ACK_TIMEOUT_MS: u64 = 5_000;
     /// Plaintext a TLS connection encrypts at a time (four 16 KiB records); no more is
     /// encrypted until those records have reached the socket, so a client that does not read
     /// holds at most this much sealed beside its unsent answers.
@@ -309,9 +312,11 @@ pub struct Config {
     #[arg(long, env = "KELP_USERS_FILE")]
     pub users_file: Option<PathBuf>,
 
-    /// SASL users allowed to describe and alter SCRAM credentials with the Kafka admin APIs
-    /// (`kafka-configs.sh --entity-type users`), comma-separated. Nobody by default.
-    #[arg(long, env = "KELP_SUPER_USERS", value_delimiter = ',')]
+    /// Principals allowed to describe and alter SCRAM credentials with the Kafka admin APIs
+    /// (`kafka-configs.sh --entity-type users`), separated by `;` as Kafka's `super.users`:
+    /// SASL user names, or client certificate subjects (RFC 2253, e.g. "CN=admin,O=example")
+    /// on an SSL listener with --tls-client-ca. Nobody by default.
+    #[arg(long, env = "KELP_SUPER_USERS", value_delimiter = ';')]
     pub super_users: Vec<String>,
 
     /// How long a SASL login holds before the client must authenticate again on the same

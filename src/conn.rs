@@ -244,7 +244,7 @@ async fn scram_admin_answer(
                     let done = admin::alter_file(&path, &r);
                     if let Ok((_, Some(users))) = &done {
                         log::info!("SCRAM credentials altered through the admin API");
-                        mesh.users_to_all(&std::sync::Arc::new(users.clone()));
+                        everywhere(&mesh, users.clone());
                     }
                     done.map(|(results, _)| results).map_err(|e| (e, r))
                 })
@@ -256,6 +256,22 @@ async fn scram_admin_answer(
         }
     };
     ResponseKind::AlterUserScramCredentials(resp)
+}
+
+/// Hands altered users to every shard and waits (on the blocking thread) until each has taken
+/// them, so that the caller's next Describe, and any login after the answer, see the change.
+/// A shard that does not answer within `SHARD_ACK_TIMEOUT_MS` (it is stopping) is not waited
+/// for.
+fn everywhere(mesh: &crate::shard::Mesh, users: crate::auth::Users) {
+    let (ack, acked) = crossbeam_channel::bounded(mesh.shards());
+    mesh.users_to_all(&std::sync::Arc::new(users), Some(&ack));
+    let deadline = Instant::now() + std::time::Duration::from_millis(limits::SHARD_ACK_TIMEOUT_MS);
+    for _ in 0..mesh.shards() {
+        if acked.recv_deadline(deadline).is_err() {
+            log::warn!("a shard did not take the altered SCRAM credentials in time");
+            return;
+        }
+    }
 }
 
 fn is_sasl(req: &protocol::Request) -> bool {
@@ -507,7 +523,13 @@ impl Conn {
                 let Some(t) = self.sec.tls.as_mut() else {
                     return true;
                 };
+                let handshaking = t.handshaking();
                 match t.feed(&mut self.rbuf) {
+                    Ok(crate::tls::Fed::Open) if handshaking && !t.handshaking() => {
+                        if let Some(subject) = t.peer_subject() {
+                            log::debug!("TLS client certificate of {subject}");
+                        }
+                    }
                     Ok(crate::tls::Fed::Open) => {}
                     Ok(crate::tls::Fed::Closed) => self.closing = Some(Close::PeerClosed),
                     Err(e) => self.closing = Some(Close::Protocol(format!("TLS: {e}"))),
@@ -702,8 +724,9 @@ impl Conn {
 
     /// The SCRAM admin APIs: they need the caller's login, which only the connection knows.
     fn scram_admin(&mut self, req: protocol::Request, timer: RequestTimer) {
-        let principal = self.sec.sasl.as_ref().and_then(Gate::principal);
-        let allowed = crate::auth::admin::authorized(principal, &self.shard.config.super_users);
+        let principal = self.sec.principal();
+        let allowed =
+            crate::auth::admin::authorized(principal.as_deref(), &self.shard.config.super_users);
         let shard = self.shard.clone();
         let (key, version, corr) = (req.api_key, req.version, req.header.correlation_id);
         self.in_flight.push_back(Box::pin(async move {

@@ -283,7 +283,7 @@ fn reload_users(mesh: &Mesh, config: &Config) {
                 path.display(),
                 users.len()
             );
-            mesh.users_to_all(&Arc::new(users));
+            mesh.users_to_all(&Arc::new(users), None);
         }
         Err(e) => log::warn!("SIGHUP: {e}; the users stay as they were"),
     }

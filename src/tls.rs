@@ -80,6 +80,45 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// A certificate's subject as Kafka names an SSL principal (RFC 2253, as Java's
+/// `X500Principal.getName()` writes it): the last RDN first, `,` between RDNs, `+` inside one,
+/// special characters escaped; `None` if the DER does not parse.
+pub fn subject(der: &[u8]) -> Option<String> {
+    use x509_parser::objects::{oid2abbrev, oid_registry};
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let registry = oid_registry();
+    let rdns: Vec<String> = cert
+        .subject()
+        .iter_rdn()
+        .map(|rdn| {
+            let attrs: Vec<String> = rdn
+                .iter()
+                .map(|a| {
+                    let oid = a.attr_type();
+                    let name = oid2abbrev(oid, registry)
+                        .map_or_else(|_| oid.to_id_string(), str::to_string);
+                    format!("{name}={}", escape(a.as_str().unwrap_or("#")))
+                })
+                .collect();
+            attrs.join("+")
+        })
+        .collect();
+    Some(rdns.into_iter().rev().collect::<Vec<_>>().join(","))
+}
+
+/// RFC 2253 escaping of an attribute value.
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for (i, c) in v.chars().enumerate() {
+        let edge = (i == 0 && (c == ' ' || c == '#')) || (i + 1 == v.chars().count() && c == ' ');
+        if edge || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// What feeding the socket's bytes through TLS found, beyond the plaintext it yielded.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fed {
@@ -199,6 +238,13 @@ impl Session {
     /// `n` bytes of [`Session::pending`] reached the socket.
     pub fn sent(&mut self, n: usize) {
         self.out.advance(n);
+    }
+
+    /// The subject of the client's certificate, when one was required and verified: the
+    /// connection's principal on an SSL listener with `--tls-client-ca`.
+    pub fn peer_subject(&self) -> Option<String> {
+        let cert = self.tls.peer_certificates()?.first()?;
+        subject(cert.as_ref())
     }
 
     /// Says close_notify (queued in [`Session::pending`]).
@@ -331,6 +377,25 @@ mod tests {
         let mut w = server.raw().writer();
         client.write_tls(&mut w).unwrap();
         assert_eq!(server.feed(&mut plain).unwrap(), Fed::Closed);
+    }
+
+    #[test]
+    fn a_subject_reads_as_kafka_names_an_ssl_principal() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kelp, client");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "kelp");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            subject(cert.der()).as_deref(),
+            Some("O=kelp,CN=kelp\\, client")
+        );
+        assert_eq!(subject(b"not a certificate"), None);
     }
 
     #[test]

@@ -21,3 +21,14 @@ pub struct Security {
     /// When the connection is closed unless its handshake and login are done by then.
     pub deadline: Option<std::time::Instant>,
 }
+
+impl Security {
+    /// Who the connection is: its SASL login, else the subject of its verified client
+    /// certificate (mutual TLS), as Kafka names principals.
+    pub fn principal(&self) -> Option<String> {
+        match &self.sasl {
+            Some(gate) => gate.principal().map(str::to_string),
+            None => self.tls.as_ref().and_then(|t| t.peer_subject()),
+        }
+    }
+}

@@ -96,10 +96,15 @@ impl Mesh {
         }
     }
 
-    /// Gives every shard the users file as read again (blocking sends, like shutdown's).
-    pub fn users_to_all(&self, users: &std::sync::Arc<crate::auth::Users>) {
+    /// Gives every shard the users file as read again (blocking sends, like shutdown's); with
+    /// `ack`, each shard acknowledges on it once new logins check against them.
+    pub fn users_to_all(
+        &self,
+        users: &std::sync::Arc<crate::auth::Users>,
+        ack: Option<&crossbeam_channel::Sender<()>>,
+    ) {
         for i in 0..self.shards() {
-            let _ = self.inboxes[i].send(Envelope::Users(users.clone()));
+            let _ = self.inboxes[i].send(Envelope::Users(users.clone(), ack.cloned()));
         }
     }
 
@@ -242,7 +247,7 @@ impl Shard {
                 self.stopping.set(true);
                 self.stop.notify_all();
             }
-            Envelope::Users(users) => {
+            Envelope::Users(users, ack) => {
                 log::info!(
                     "shard {}: new SASL logins check against the users file as read again ({} \
                      credentials)",
@@ -250,6 +255,9 @@ impl Shard {
                     users.len()
                 );
                 *self.users.borrow_mut() = Some(users);
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
             }
             Envelope::Tls(tls) => {
                 log::info!(

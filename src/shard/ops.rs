@@ -144,7 +144,12 @@ pub enum Envelope {
     },
     Shutdown,
     /// The users file was read again (SIGHUP): new SASL logins check against these.
-    Users(std::sync::Arc<crate::auth::Users>),
+    /// Taking them is acknowledged on the sender, if any (an admin alteration waits for every
+    /// shard before it answers).
+    Users(
+        std::sync::Arc<crate::auth::Users>,
+        Option<crossbeam_channel::Sender<()>>,
+    ),
     /// The TLS certificate and key were read again (SIGHUP): new TLS connections use these.
     Tls(std::sync::Arc<rustls::ServerConfig>),
 }

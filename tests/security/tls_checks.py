@@ -11,6 +11,11 @@ against kelp's TLS listener.
                                             and .key moved over DIR/server.pem and .key): a
                                             connection made before keeps working, a new one
                                             gets the new certificate
+    tls_checks.py principal HOST:PORT CA CERT KEY OTHER_CERT OTHER_KEY
+                                            on an SSL listener with --tls-client-ca and
+                                            --super-users naming CERT's subject: CERT's holder
+                                            may describe SCRAM credentials, OTHER_CERT's may not
+                                            (confluent-kafka's admin client)
 
 Prints one `RESULT|kelp|<scenario>|pass-or-fail|detail` line.
 """
@@ -156,6 +161,28 @@ def reload(hostport, ca, cert_dir, pid, log, shards):
                     "before goes on being served")
 
 
+def principal(hostport, ca, cert, key, other_cert, other_key):
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    def describe_as(c, k):
+        a = AdminClient({"bootstrap.servers": hostport, "security.protocol": "SSL",
+                         "ssl.ca.location": ca, "ssl.certificate.location": c,
+                         "ssl.key.location": k})
+        # A user named: refused, the error is in its result (see kelp's auth/admin.rs).
+        try:
+            a.describe_user_scram_credentials(["nobody"])["nobody"].result(timeout=30)
+            return "NONE"
+        except KafkaException as e:
+            return e.args[0].name()
+
+    mine, theirs = describe_as(cert, key), describe_as(other_cert, other_key)
+    if (mine, theirs) != ("RESOURCE_NOT_FOUND", "CLUSTER_AUTHORIZATION_FAILED"):
+        return "fail", f"the super user's certificate got {mine}, another's got {theirs}"
+    return "pass", ("the certificate named in --super-users may describe credentials "
+                    f"({mine} for an unknown user), another certificate of the same CA may not ({theirs})")
+
+
 def main():
     scenario, hostport, *rest = sys.argv[1:]
     checks = {
@@ -163,13 +190,15 @@ def main():
         "wrong-ca": lambda: wrong_ca(hostport, rest[0]),
         "silent": lambda: silent(hostport, int(rest[0])),
         "reload": lambda: reload(hostport, rest[0], rest[1], int(rest[2]), rest[3], int(rest[4])),
+        "principal": lambda: principal(hostport, *rest),
     }
     try:
         status, detail = checks[scenario]()
     except Exception as e:  # noqa: BLE001 - any surprise is this scenario's failure
         status, detail = "fail", f"{type(e).__name__}: {e}"
     name = {"plaintext": "tls-plaintext-client-refused", "wrong-ca": "tls-verified",
-            "silent": "tls-handshake-timeout", "reload": "tls-sighup-reload"}[scenario]
+            "silent": "tls-handshake-timeout", "reload": "tls-sighup-reload",
+            "principal": "mtls-principal"}[scenario]
     print(f"RESULT|kelp|{name}|{status}|{detail}".replace("\n", " "), flush=True)
 
 

@@ -11,7 +11,9 @@
 #   mtls mtls-no-cert mtls-stranger-cert: KELP_MTLS_BOOTSTRAP (an SSL listener kelp runs with
 #     --tls-client-ca), KELP_TLS_CA, KELP_TLS_CLIENT_CERT/KELP_TLS_CLIENT_KEY (a certificate that
 #     chains to that CA; PEM, the key PKCS#8 unencrypted), KELP_TLS_STRANGER_CERT/KELP_TLS_STRANGER_KEY
-#     (one from a CA kelp does not know). scripts/lib.sh make_test_pki makes all of these.
+#     (one from a CA kelp does not know). scripts/lib.sh make_test_pki makes all of these;
+#   scram-admin: the SASL_SSL listener and user above, kelp run with --super-users naming
+#     KELP_SASL_USER (the SCRAM admin APIs; it adds and deletes a user of its own).
 set -u
 cd "$(dirname "$0")"
 HERE=$PWD
@@ -24,7 +26,7 @@ SCENARIOS=(${JAVA_SCENARIOS:-admin roundtrip-none roundtrip-gzip roundtrip-snapp
     group-split group-split-roundrobin group-split-cooperative group-leave group-resume group-static group-two-groups
     admin-groups acceptance-kill})
 ONLY_4X=" acceptance-kill "
-TLS_SCENARIOS=" sasl-ssl-scram-sha-512 sasl-ssl-plain sasl-ssl-wrong-password mtls mtls-no-cert mtls-stranger-cert "
+TLS_SCENARIOS=" sasl-ssl-scram-sha-512 sasl-ssl-plain sasl-ssl-wrong-password mtls mtls-no-cert mtls-stranger-cert scram-admin "
 scenarios_for() { # client name -> the scenarios it runs
     local s
     for s in "${SCENARIOS[@]}"; do

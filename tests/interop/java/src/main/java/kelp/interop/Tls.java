@@ -24,6 +24,7 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.UUID;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
@@ -42,15 +43,22 @@ import javax.net.ssl.X509ExtendedKeyManager;
 import org.apache.kafka.clients.CommonClientConfigs;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.ScramCredentialInfo;
+import org.apache.kafka.clients.admin.ScramMechanism;
+import org.apache.kafka.clients.admin.UserScramCredentialDeletion;
+import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.KafkaException;
+import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.config.SaslConfigs;
 import org.apache.kafka.common.config.SslConfigs;
+import org.apache.kafka.common.errors.ClusterAuthorizationException;
+import org.apache.kafka.common.errors.ResourceNotFoundException;
 import org.apache.kafka.common.errors.SaslAuthenticationException;
 import org.apache.kafka.common.errors.SslAuthenticationException;
 import org.apache.kafka.common.security.auth.SslEngineFactory;
@@ -77,6 +85,12 @@ import org.apache.kafka.common.security.auth.SslEngineFactory;
  * <li>mtls-stranger-cert: as mtls-no-cert, presenting KELP_TLS_STRANGER_CERT/_KEY (from a CA kelp
  *     does not know) instead of no certificate. See {@link OfferAnyway} for why that needs its own
  *     ssl.engine.factory.class.
+ * <li>scram-admin: the SASL_SSL listener, kelp run with --super-users naming KELP_SASL_USER. The
+ *     SCRAM admin APIs (KIP-554): the super user describes itself (SCRAM-SHA-512/4096 among its
+ *     credentials); adds a new user with SCRAM-SHA-256/8192, who logs in, produces a record and
+ *     reads it back, and is described so; that user, not a super user, is refused both APIs with
+ *     ClusterAuthorizationException; the super user deletes its credential and its next login is
+ *     refused with SaslAuthenticationException. See {@link #scramAdmin}.
  * </ul>
  * kelp's certificate is verified against KELP_TLS_CA with Kafka's PEM trust store
  * (ssl.truststore.type=PEM) and host name verification on (https, the default, set explicitly):
@@ -86,12 +100,21 @@ final class Tls {
     private Tls() {}
 
     static final Set<String> SCENARIOS = Set.of("sasl-ssl-scram-sha-512", "sasl-ssl-plain",
-            "sasl-ssl-wrong-password", "mtls", "mtls-no-cert", "mtls-stranger-cert");
+            "sasl-ssl-wrong-password", "mtls", "mtls-no-cert", "mtls-stranger-cert", "scram-admin");
     static final int RECORDS = 200;
     /** A wrong password must be refused well before a client's own timeouts would hide it. */
     static final long SASL_REFUSE_MS = 10_000;
     /** A refused certificate: a handshake failure, or at worst no metadata within this long. */
     static final long TLS_REFUSE_MS = 15_000;
+    /**
+     * How long after an Alter answer a login or a Describe may still see the old users. kelp
+     * answers an alteration only once every shard has taken it, so none: the first login (or
+     * Describe, see {@link #describedUnknown}) after the answer must see the change. (Before kelp
+     * waited for its shards, the super user's own connection described a deleted credential right
+     * after the deletion's answer.) The retry loops below stay, so that a nonzero setting can be
+     * tried against a broker that propagates later, as Kafka's brokers do.
+     */
+    static final long CREDENTIAL_SETTLE_MS = 0;
 
     static String run(String scenario) throws Exception {
         switch (scenario) {
@@ -110,6 +133,8 @@ final class Tls {
                 return refusedCert(scenario, mtls(null, null), "no client certificate");
             case "mtls-stranger-cert":
                 return strangerCert(scenario);
+            case "scram-admin":
+                return scramAdmin(scenario);
             default:
                 throw new Main.CheckFailed("unknown TLS scenario " + scenario);
         }
@@ -135,13 +160,17 @@ final class Tls {
     }
 
     static Map<String, String> sasl(String mechanism, String password) {
+        return sasl(mechanism, env("KELP_SASL_USER"), password);
+    }
+
+    static Map<String, String> sasl(String mechanism, String user, String password) {
         Map<String, String> m = tlsBase("KELP_SASL_SSL_BOOTSTRAP");
         m.put(CommonClientConfigs.SECURITY_PROTOCOL_CONFIG, "SASL_SSL");
         m.put(SaslConfigs.SASL_MECHANISM, mechanism);
         String module = mechanism.equals("PLAIN")
                 ? "org.apache.kafka.common.security.plain.PlainLoginModule"
                 : "org.apache.kafka.common.security.scram.ScramLoginModule";
-        m.put(SaslConfigs.SASL_JAAS_CONFIG, module + " required username=\"" + jaasQuote(env("KELP_SASL_USER"))
+        m.put(SaslConfigs.SASL_JAAS_CONFIG, module + " required username=\"" + jaasQuote(user)
                 + "\" password=\"" + jaasQuote(password) + "\";");
         return m;
     }
@@ -412,6 +441,229 @@ final class Tls {
                 TLS_REFUSE_MS);
         check(OfferAnyway.OFFERED.get() > 0, "the stranger certificate was never offered (kelp asked for none?)");
         return ctl + "; " + refused + "; certificate offered in " + OfferAnyway.OFFERED.get() + " handshakes";
+    }
+
+    // ------------------------------------------------------------------ SCRAM admin (KIP-554)
+
+    /**
+     * scram-admin, on the SASL_SSL listener with kelp run as {@code --super-users KELP_SASL_USER}.
+     * Each refusal has its control: the super user's own Describe and Alter succeed before the
+     * new user's are refused, and the new user is let in (describeCluster) on the admin client
+     * that then asks, so the refusals are the APIs' authorization, not a failed login; the login
+     * refused after the deletion is the one that worked after the upsert, same user and password.
+     * The names are new each run (a failed run leaves its user behind in kelp's users file).
+     */
+    static String scramAdmin(String scenario) throws Exception {
+        String su = env("KELP_SASL_USER");
+        Map<String, String> suCfg = sasl("SCRAM-SHA-512", env("KELP_SASL_PASSWORD"));
+        String rnd = UUID.randomUUID().toString().substring(0, 8);
+        String dora = "dora-" + rnd;
+        String mallory = "mallory-" + rnd;
+        String doraPassword = "dora-" + UUID.randomUUID() + "-pw";
+        // SCRAM-SHA-256 while the super user logs in with SCRAM-SHA-512: the new credential's own
+        // mechanism is the one that must work.
+        Map<String, String> doraCfg = sasl("SCRAM-SHA-256", dora, doraPassword);
+        ScramCredentialInfo doraInfo = new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192);
+        String topic = Main.prefix + Main.tag + "-" + scenario;
+        List<String> out = new ArrayList<>();
+        try (Admin admin = Main.adminClient(suCfg)) {
+            // 1. The super user describes itself: SCRAM-SHA-512 as `kelp user add` made it (and
+            // whatever else the users file holds for it; PLAIN is not SCRAM's, never described).
+            Main.step = "describeUserScramCredentials([" + su + "]) as " + su;
+            List<ScramCredentialInfo> own = describeScram(admin, su);
+            check(own.contains(new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096)), su + " described as "
+                    + creds(own) + ", expected SCRAM-SHA-512/4096 among them");
+            out.add("SASL_SSL, SCRAM-SHA-512 as " + su + " (super user): described " + creds(own));
+
+            // 2. A new user, unknown before, added by the super user, logs in and works.
+            Main.step = "describeUserScramCredentials([" + dora + "]) before adding it";
+            expectFailure(admin.describeUserScramCredentials(List.of(dora)).description(dora),
+                    ResourceNotFoundException.class);
+            Main.createTopic(admin, topic, 1);
+            Main.step = "alterUserScramCredentials: upsert " + dora + " " + creds(List.of(doraInfo));
+            Main.get(admin.alterUserScramCredentials(List.of(new UserScramCredentialUpsertion(dora, doraInfo,
+                    doraPassword))).values().get(dora));
+            long added = System.nanoTime();
+            byte[] v = ("written by " + dora).getBytes(StandardCharsets.UTF_8);
+            String login = produceAs(dora, topic, v, doraCfg, added);
+            List<ConsumerRecord<byte[], byte[]>> got = Main.readAll(topic, new int[] {1}, 30_000, doraCfg).get(0);
+            Main.step = "compare the record read back as " + dora;
+            check(got.get(0).offset() == 0 && Arrays.equals(got.get(0).value(), v), "read back offset "
+                    + got.get(0).offset() + " value " + Main.str(got.get(0).value()) + ", expected 0 " + Main.str(v));
+            Main.step = "describeUserScramCredentials([" + dora + "]) after adding it";
+            List<ScramCredentialInfo> doras = describeScram(admin, dora);
+            check(doras.equals(List.of(doraInfo)), dora + " described as " + creds(doras) + ", expected "
+                    + creds(List.of(doraInfo)));
+            out.add(dora + " (unknown before) upserted with " + creds(List.of(doraInfo)) + ": logged in (" + login
+                    + "), produced a record and read it back, described " + creds(doras));
+
+            // 3. The new user is no super user: both APIs refused, and the refused Alter changed
+            // nothing.
+            try (Admin doraAdmin = Main.adminClient(doraCfg)) {
+                Main.step = "control: describeCluster as " + dora;
+                Main.get(doraAdmin.describeCluster().nodes());
+                Main.step = "alterUserScramCredentials: upsert " + mallory + " as " + dora;
+                expectFailure(doraAdmin.alterUserScramCredentials(List.of(new UserScramCredentialUpsertion(
+                        mallory, new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), "x"))).values()
+                        .get(mallory), ClusterAuthorizationException.class);
+                Main.step = "describeUserScramCredentials([" + su + "]) as " + dora;
+                expectFailure(doraAdmin.describeUserScramCredentials(List.of(su)).description(su),
+                        ClusterAuthorizationException.class);
+            }
+            Main.step = "describeUserScramCredentials([" + mallory + "]) as " + su + " after the refused upsert";
+            expectFailure(admin.describeUserScramCredentials(List.of(mallory)).description(mallory),
+                    ResourceNotFoundException.class);
+            out.add(String.format("as %s (let in): upsert of %s and describe of %s both refused with "
+                    + "ClusterAuthorizationException, %s still unknown", dora, mallory, su, mallory));
+
+            // 4. The super user deletes the new user's credential: its logins stop.
+            Main.step = "alterUserScramCredentials: delete " + dora + "'s SCRAM-SHA-256";
+            Main.get(admin.alterUserScramCredentials(List.of(new UserScramCredentialDeletion(dora,
+                    ScramMechanism.SCRAM_SHA_256))).values().get(dora));
+            long deleted = System.nanoTime();
+            String refused = refusedLoginAs(dora, doraCfg, deleted);
+            out.add(dora + "'s SCRAM-SHA-256 deleted: " + refused + "; "
+                    + describedUnknown(admin, dora, List.of(doraInfo), deleted));
+        }
+        return String.join("; ", out);
+    }
+
+    /**
+     * Describes {@code user}, whose only credential was just deleted, until kelp says it has none
+     * (RESOURCE_NOT_FOUND). kelp answers Describe from the serving shard's copy of the users, which
+     * the deletion reaches moments after its Alter answer, as for logins (seen here: the super
+     * user's own connection described the deleted credential right after that answer). So an
+     * answer still showing exactly {@code before} is retried until CREDENTIAL_SETTLE_MS after
+     * {@code since}, and said in the detail; any other answer fails at once.
+     */
+    static String describedUnknown(Admin admin, String user, List<ScramCredentialInfo> before, long since)
+            throws Exception {
+        int stale = 0;
+        double lastStale = 0;
+        while (true) {
+            Main.step = "describeUserScramCredentials([" + user + "]) after the deletion (answer " + (stale + 1) + ")";
+            List<ScramCredentialInfo> got;
+            try {
+                got = Main.get(admin.describeUserScramCredentials(List.of(user)).description(user)).credentialInfos();
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof ResourceNotFoundException,
+                        "expected ResourceNotFoundException, got " + Main.describe(e.getCause()));
+                return stale == 0 ? "described as unknown at once" : String.format("described as unknown after %d "
+                        + "answers still showing %s (the last %.2fs after the deletion)", stale, creds(before),
+                        lastStale);
+            }
+            check(got.equals(before), "described as " + creds(got) + ", expected ResourceNotFoundException");
+            stale++;
+            lastStale = secs(since);
+            check(lastStale * 1000 < CREDENTIAL_SETTLE_MS, String.format("%s still described as %s %.1fs after "
+                    + "the deletion (%d answers)", user, creds(got), lastStale, stale));
+            Thread.sleep(100);
+        }
+    }
+
+    static String creds(List<ScramCredentialInfo> infos) {
+        List<String> s = new ArrayList<>();
+        for (ScramCredentialInfo i : infos) s.add(i.mechanism().mechanismName() + "/" + i.iterations());
+        return String.join(",", s);
+    }
+
+    static List<ScramCredentialInfo> describeScram(Admin admin, String user) throws Exception {
+        return Main.get(admin.describeUserScramCredentials(List.of(user)).description(user)).credentialInfos();
+    }
+
+    /** {@code f} must fail (within Main.get's 30 s) with a {@code wanted}. */
+    static void expectFailure(KafkaFuture<?> f, Class<? extends Throwable> wanted) throws Exception {
+        Object v;
+        try {
+            v = Main.get(f);
+        } catch (ExecutionException e) {
+            check(wanted.isInstance(e.getCause()),
+                    "expected " + wanted.getSimpleName() + ", got " + Main.describe(e.getCause()));
+            return;
+        }
+        throw new Main.CheckFailed("at step '" + Main.step + "': succeeded (" + v + "); expected "
+                + wanted.getSimpleName());
+    }
+
+    /**
+     * One record to partition 0 of the new {@code topic} as the user of {@code cfg}, a new
+     * producer (so a new login) per attempt. A login refused with SaslAuthenticationException is
+     * retried until CREDENTIAL_SETTLE_MS after {@code since} (the Alter answer; the credential may
+     * not be on every shard yet); any other error fails at once. Returns when it got in.
+     */
+    static String produceAs(String who, String topic, byte[] value, Map<String, String> cfg, long since)
+            throws Exception {
+        Map<String, String> pc = new HashMap<>(cfg);
+        pc.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, String.valueOf(SASL_REFUSE_MS));
+        pc.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, String.valueOf(SASL_REFUSE_MS));
+        pc.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, String.valueOf(SASL_REFUSE_MS + 1_000));
+        // The question is the login: keep the path short.
+        pc.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false");
+        for (int attempt = 1; ; attempt++) {
+            Main.step = "produce as " + who + " (login attempt " + attempt + ")";
+            Throwable err;
+            KafkaProducer<byte[], byte[]> producer = Main.producer("producer-" + who, pc);
+            try {
+                RecordMetadata md = producer.send(new ProducerRecord<>(topic, 0, key(0), value))
+                        .get(SASL_REFUSE_MS + 10_000, TimeUnit.MILLISECONDS);
+                check(md.partition() == 0 && md.offset() == 0,
+                        "acked at partition " + md.partition() + " offset " + md.offset() + ", expected 0 0");
+                return String.format("attempt %d, %.1fs after", attempt, secs(since));
+            } catch (ExecutionException e) {
+                err = e.getCause();
+            } catch (TimeoutException | KafkaException e) { // KafkaException: thrown by send() itself
+                err = e;
+            } finally {
+                producer.close(Duration.ofSeconds(5));
+            }
+            check(chainHas(err, t -> t instanceof SaslAuthenticationException),
+                    "expected the record acked (or the login refused while the credential settles), got: "
+                            + Main.describe(err));
+            check(secs(since) * 1000 < CREDENTIAL_SETTLE_MS, String.format("%s's login still refused %.1fs after "
+                    + "the upsert (%d attempts): %s", who, secs(since), attempt, Main.describe(err)));
+            Thread.sleep(500);
+        }
+    }
+
+    /**
+     * Logs in as the user of {@code cfg} (describeCluster, a new admin client per attempt) until
+     * the login is refused, with SaslAuthenticationException within SASL_REFUSE_MS. A login let in
+     * is retried until CREDENTIAL_SETTLE_MS after {@code since} (the deletion's answer: it may not
+     * be on every shard yet); any other error fails at once.
+     */
+    static String refusedLoginAs(String who, Map<String, String> cfg, long since) throws Exception {
+        String lim = String.valueOf(SASL_REFUSE_MS);
+        Map<String, String> ac = new HashMap<>(cfg);
+        ac.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, lim);
+        ac.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, lim);
+        for (int attempt = 1; ; attempt++) {
+            String what = "describeCluster as " + who + " (login attempt " + attempt + " after the deletion)";
+            Main.step = what;
+            long t0 = System.nanoTime();
+            Throwable err;
+            Admin admin = Main.adminClient(ac);
+            try {
+                // Our own wait is longer than the client's: its own answer is the one to judge.
+                Collection<Node> nodes = admin.describeCluster().nodes().get(SASL_REFUSE_MS + 10_000,
+                        TimeUnit.MILLISECONDS);
+                check(secs(since) * 1000 < CREDENTIAL_SETTLE_MS, String.format("%s still let in %.1fs after its "
+                        + "credential was deleted (%d attempts; nodes %s)", who, secs(since), attempt, nodes));
+                Thread.sleep(500);
+                continue;
+            } catch (ExecutionException e) {
+                err = e.getCause();
+            } catch (TimeoutException e) {
+                err = e;
+            } finally {
+                admin.close(Duration.ofSeconds(5));
+            }
+            double took = secs(t0);
+            judge(what, err, took, t -> t instanceof SaslAuthenticationException, "SaslAuthenticationException",
+                    false, SASL_REFUSE_MS);
+            // The class's simple name: the RESULT detail is cut at 900 characters.
+            return String.format("next login refused (attempt %d, %.1fs after the deletion, in %.2fs): %s: %s",
+                    attempt, secs(since), took, err.getClass().getSimpleName(), err.getMessage());
+        }
     }
 
     // ------------------------------------------------------------------ engine factory
