@@ -241,12 +241,11 @@ async fn scram_admin_answer(
             let mesh = shard.mesh.clone();
             let written = glommio::executor()
                 .spawn_blocking(move || {
-                    let done = admin::alter_file(&path, &r);
-                    if let Ok((_, Some(users))) = &done {
+                    admin::alter_file(&path, &r, |users| {
                         log::info!("SCRAM credentials altered through the admin API");
                         everywhere(&mesh, users.clone());
-                    }
-                    done.map(|(results, _)| results).map_err(|e| (e, r))
+                    })
+                    .map_err(|e| (e, r))
                 })
                 .await;
             written.unwrap_or_else(|(e, r)| {

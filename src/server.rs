@@ -276,7 +276,8 @@ fn reload_users(mesh: &Mesh, config: &Config) {
         log::info!("SIGHUP: no SASL listener, no users file to read again");
         return;
     };
-    match crate::auth::Users::load(path, false) {
+    // Under the users file's lock: an admin alteration in flight is not undone by this reading.
+    crate::auth::users::exclusive(|| match crate::auth::Users::load(path, false) {
         Ok(users) => {
             log::info!(
                 "SIGHUP: {} read again: {} credentials",
@@ -286,7 +287,7 @@ fn reload_users(mesh: &Mesh, config: &Config) {
             mesh.users_to_all(&Arc::new(users), None);
         }
         Err(e) => log::warn!("SIGHUP: {e}; the users stay as they were"),
-    }
+    })
 }
 
 // Everything a shard starts with, handed over once by the thread that spawns it.

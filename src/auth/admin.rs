@@ -248,26 +248,26 @@ fn apply(users: &mut Users, user: &str, c: &Changes) -> Result<(), (ErrorCode, S
     Ok(())
 }
 
-/// Serialises the read-modify-write of the users file between shards' alterations.
-static FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// [`alter`] on the users file at `path`: read, changed, written back atomically when
-/// anything changed. Returns the results and the new users (`None`: nothing changed), or why
-/// the file could not be read or written (then nothing changed).
+/// [`alter`] on the users file at `path`: read, changed, written back atomically and handed to
+/// `publish` when anything changed, all under [`super::users::exclusive`] (so a SIGHUP reload
+/// cannot hand out an older reading after it). Returns the results, or why the file could not
+/// be read or written (then nothing changed).
 pub fn alter_file(
     path: &Path,
     req: &AlterUserScramCredentialsRequest,
-) -> Result<(Vec<AlterUserScramCredentialsResult>, Option<Users>), String> {
-    let _one_at_a_time = FILE.lock().unwrap_or_else(|e| e.into_inner());
-    let mut users = Users::load(path, false)?;
-    let results = alter(&mut users, req);
-    if results.iter().all(|r| r.error_code != 0) {
-        return Ok((results, None));
-    }
-    users
-        .save(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok((results, Some(users)))
+    publish: impl FnOnce(&Users),
+) -> Result<Vec<AlterUserScramCredentialsResult>, String> {
+    super::users::exclusive(|| {
+        let mut users = Users::load(path, false)?;
+        let results = alter(&mut users, req);
+        if results.iter().any(|r| r.error_code == 0) {
+            users
+                .save(path)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            publish(&users);
+        }
+        Ok(results)
+    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,15 @@ use std::path::Path;
 
 const HEADER: &str = "# kelp users file: salted credentials (kelp user add / kelp user delete)\n";
 
+/// Runs `f` while no one else reads and hands out or rewrites the users file through here (an
+/// admin alteration, a SIGHUP reload), so that an older reading is never handed to the shards
+/// after a newer one. Admin and signal traffic only, never a shard's hot path.
+pub fn exclusive<R>(f: impl FnOnce() -> R) -> R {
+    static FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = FILE.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
 /// Every credential, by user and mechanism.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Users {
