@@ -29,16 +29,21 @@ pub struct Files<'a> {
     pub client_ca: Option<&'a Path>,
 }
 
+/// The cryptography kelp's TLS runs on (its tests' clients use it too).
+// ring, not aws-lc-rs: it builds with the C compiler alone, in seconds, where aws-lc needs
+// a much longer native build in every CI run. rustls marks ring's provider deprecated for
+// its lack of post-quantum key exchange (X25519MLKEM768); the classical groups it offers
+// (X25519, P-256, P-384) are what Kafka clients negotiate today (Java 17's JSSE offers no
+// hybrid group at all).
+#[allow(deprecated)]
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// Reads the PEM files and builds the server's TLS settings (TLS 1.2 and 1.3, rustls's safe
 /// defaults). Every error names the file it came from.
 pub fn load(files: &Files) -> Result<Arc<ServerConfig>, String> {
-    // ring, not aws-lc-rs: it builds with the C compiler alone, in seconds, where aws-lc needs
-    // a much longer native build in every CI run. rustls marks ring's provider deprecated for
-    // its lack of post-quantum key exchange (X25519MLKEM768); the classical groups it offers
-    // (X25519, P-256, P-384) are what Kafka clients negotiate today (Java 17's JSSE offers no
-    // hybrid group at all).
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let chain = read_certs(files.cert)?;
     let key = PrivateKeyDer::from_pem_file(files.key)
         .map_err(|e| format!("--tls-key {}: {e}", files.key.display()))?;
@@ -278,9 +283,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut roots = RootCertStore::empty();
         roots.add(made.cert.der().clone()).unwrap();
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = ClientConfig::builder_with_provider(provider)
+        let client = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)

@@ -423,9 +423,7 @@ fn tls_files(test: &str) -> TlsFiles {
     std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(made.cert.der().clone()).unwrap();
-    #[allow(deprecated)] // the provider kelp uses (src/tls.rs says why)
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
+    let client = rustls::ClientConfig::builder_with_provider(kelp::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
